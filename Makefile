@@ -1,0 +1,37 @@
+# The README's two set-up commands are `make demo` and `make test`; both install first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU wheels of these two import together on our CI machines; override elsewhere,
+# e.g. `make install TORCH_SPEC="torch torchvision --index-url ..."`.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-all demo lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(VENV)/bin/landslide-lit demo
+
+lint: install
+	$(VENV)/bin/ruff check landslide_lit tests
+	$(VENV)/bin/ruff format --check landslide_lit tests
+
+format: install
+	$(VENV)/bin/ruff check --fix landslide_lit tests
+	$(VENV)/bin/ruff format landslide_lit tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

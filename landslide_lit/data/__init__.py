@@ -1,0 +1,1 @@
+"""Datacube reading, composites, chips and the LightningDataModule."""

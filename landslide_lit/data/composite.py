@@ -1,0 +1,341 @@
+"""Before/after SAR composites and the channel stack, as xarray.
+
+The published method (Prapas et al.): natural log of linear ``vv``/``vh``; only
+descending passes; *before* = pixel-wise mean of the last N pre-event
+acquisitions, *after* = the first post-event acquisition; terrain channels are
+aspect, slope and curvature. Each timestep is read once, one slice at a time,
+so memory stays at a few (y, x) planes whatever the number of acquisitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from landslide_lit.data.cube import (
+    CubeError,
+    acquisition_times,
+    orbit_states,
+    require_variables,
+)
+from landslide_lit.regions import Orbit, Region
+
+log = logging.getLogger(__name__)
+
+SAR_CHANNELS = ("vv_before", "vh_before", "vv_after", "vh_after")
+TERRAIN_CHANNELS = ("dem_aspect", "dem_slope_radians", "dem_curvature")
+CHANNEL_PRESETS: dict[str, tuple[str, ...]] = {
+    "sar": SAR_CHANNELS,
+    "sar_dem": SAR_CHANNELS + TERRAIN_CHANNELS,
+}
+WINDOWS = ("before", "after")
+
+
+@dataclass(frozen=True)
+class CompositeSettings:
+    """How the before/after composites are made.
+
+    Attributes:
+        before: number N of the last pre-event acquisitions averaged.
+        after: number M of the first post-event acquisitions averaged (the
+            seed paper uses one image after the event).
+        reducer: ``mean`` (published) or ``median`` across the acquisitions.
+        orbit: ``region`` uses the region's own setting (descending for Hokkaido
+            and Talakmau, as published); ``d``/``a`` keep one pass direction,
+            ``both`` keeps all passes, ``none`` ignores orbits (for cubes without
+            a ``sat:orbit_state`` coordinate).
+        skip_last_before: reproduce the published code's quirk
+            (``isel(range(-1 - N, -1))``), which drops the last pre-event
+            acquisition and averages the N before it. Off by default: it is a bug.
+        nonpositive: amplitudes <= 0 are impossible for linear power; ``error``
+            stops with a message, ``nodata`` treats them as missing (NaN).
+    """
+
+    before: int = 4
+    after: int = 1
+    reducer: Literal["mean", "median"] = "mean"
+    orbit: Literal["region", "d", "a", "both", "none"] = "region"
+    skip_last_before: bool = False
+    nonpositive: Literal["error", "nodata"] = "error"
+
+    def __post_init__(self) -> None:
+        for option in ("before", "after"):
+            if getattr(self, option) < 1:
+                raise ValueError(
+                    f"composite.{option}={getattr(self, option)}: need at least one acquisition"
+                )
+
+
+def resolve_channels(channels: str | Sequence[str]) -> tuple[str, ...]:
+    """Channel names from a preset name (``sar``, ``sar_dem``) or an explicit list.
+
+    Explicit names may be ``vv_before``-style SAR composites (any timestep
+    variable with ``_before``/``_after``), terrain or other (y, x) variables by
+    name (e.g. ``dem``), or ``NAME@K`` for pair K of an interferometric
+    (timepair, y, x) variable such as a coherence.
+    """
+    if isinstance(channels, str):
+        if channels not in CHANNEL_PRESETS:
+            raise ValueError(
+                f"channels={channels!r}: unknown preset; use one of {sorted(CHANNEL_PRESETS)} "
+                "or a list of channel names"
+            )
+        return CHANNEL_PRESETS[channels]
+    names = tuple(channels)
+    if not names:
+        raise ValueError("channels: the list is empty; give at least one channel")
+    if len(set(names)) != len(names):
+        raise ValueError(f"channels={list(names)}: a channel is listed twice")
+    return names
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Indices (into the cube's timestep axis) of the acquisitions in each window."""
+
+    before: tuple[int, ...]
+    after: tuple[int, ...]
+
+
+def select_windows(ds: xr.Dataset, region: Region, settings: CompositeSettings) -> Windows:
+    """Pick the before/after acquisitions for ``region``'s event.
+
+    Before: acquisition day <= ``event_start``; after: day >= ``event_end``
+    (whole days, inclusive, as the published code sliced). Raises when a
+    window is empty; warns loudly when fewer acquisitions exist than asked.
+    """
+    names, path = region.names, ds.encoding.get("source", "cube")
+    times = acquisition_times(ds, names, path)
+    orbit = resolve_orbit(region, settings)
+    states = orbit_states(ds, names)
+    if orbit in ("d", "a") and states is None:
+        raise CubeError(
+            f"{path}: orbit filter {orbit!r} asked for, but the cube has no "
+            f"{names.orbit!r} coordinate; set --data.composite.orbit none (or the region's "
+            "orbit to none) to use every acquisition"
+        )
+    in_orbit = np.ones(len(times), bool) if orbit in ("both", "none") else states == orbit
+    days = times.normalize()
+    order = np.argsort(times.values, kind="stable")
+    before = [i for i in order if in_orbit[i] and days[i].date() <= region.start_day]
+    after = [i for i in order if in_orbit[i] and days[i].date() >= region.end_day]
+
+    for window, found in (("before", before), ("after", after)):
+        if not found:
+            raise CubeError(
+                f"{path}: no acquisitions {window} the {region.name} event "
+                f"({_window_rule(region, window)}) in orbit {orbit!r}. The cube has: "
+                f"{_describe_acquisitions(times, states)}. Check the region's event dates "
+                "or choose another orbit with --data.composite.orbit"
+            )
+
+    wanted = settings.before + int(settings.skip_last_before)
+    if settings.skip_last_before:
+        before = before[:-1]
+    chosen_before = tuple(int(i) for i in before[-settings.before :])
+    chosen_after = tuple(int(i) for i in after[: settings.after])
+    if not chosen_before:
+        raise CubeError(
+            f"{path}: skip_last_before drops the only pre-event acquisition of {region.name}; "
+            "set --data.composite.skip_last_before false"
+        )
+    _warn_if_short(region, "before", len(before) + int(settings.skip_last_before), wanted, path)
+    _warn_if_short(region, "after", len(after), settings.after, path)
+    return Windows(before=chosen_before, after=chosen_after)
+
+
+def resolve_orbit(region: Region, settings: CompositeSettings) -> Orbit:
+    return region.orbit if settings.orbit == "region" else settings.orbit
+
+
+def _window_rule(region: Region, window: str) -> str:
+    if window == "before":
+        return f"on or before {region.event_start}"
+    return f"on or after {region.event_end}"
+
+
+def _describe_acquisitions(times: pd.DatetimeIndex, states: np.ndarray | None) -> str:
+    orbits = states if states is not None else ["?"] * len(times)
+    return ", ".join(f"{t:%Y-%m-%d}({o})" for t, o in zip(times, orbits, strict=True))
+
+
+def _warn_if_short(region: Region, window: str, found: int, wanted: int, path: object) -> None:
+    """Fewer acquisitions than asked: a loud warning, not an error (documented choice).
+
+    In a rapid-response setting a composite of fewer images is still the same
+    estimate with more speckle, and stopping would leave the analyst with no
+    map. The composite's attributes record exactly which dates were used.
+    """
+    if found < wanted:
+        message = (
+            f"{path}: only {found} acquisition(s) {window} the {region.name} event, "
+            f"{wanted} asked for (--data.composite.{window}); the {window} composite "
+            f"uses {found}"
+        )
+        warnings.warn(message, UserWarning, stacklevel=3)
+        log.warning(message)
+
+
+def build_composite(
+    ds: xr.Dataset,
+    region: Region,
+    channels: str | Sequence[str],
+    settings: CompositeSettings | None = None,
+) -> xr.Dataset:
+    """Stack ``channels`` for ``region`` into ``image`` (channel, y, x) and ``label`` (y, x).
+
+    The result keeps the cube's y/x coordinates, other coordinates without a
+    time or pair dimension (e.g. ``spatial_ref``) and its attributes (CRS
+    included), plus the dates actually used. ``label`` is the raw
+    ``landslides`` variable (absent when the cube has none).
+    """
+    settings = settings or CompositeSettings()
+    channel_names = resolve_channels(channels)
+    names, path = region.names, ds.encoding.get("source", "cube")
+    needs_windows = any(_window_of(c) for c in channel_names)
+    windows = select_windows(ds, region, settings) if needs_windows else None
+
+    planes = [_channel(ds, region, name, windows, settings, path) for name in channel_names]
+    image = xr.DataArray(
+        np.stack(planes).astype(np.float32, copy=False),
+        dims=("channel", names.y, names.x),
+        coords={"channel": list(channel_names)},
+        name="image",
+    )
+    out = xr.Dataset({"image": image})
+    if names.landslides in ds.variables:
+        out["label"] = ds[names.landslides].astype(np.float32).load()
+    spatial = {
+        k: v for k, v in ds.coords.items() if names.time not in v.dims and names.pair not in v.dims
+    }
+    out = out.assign_coords(spatial)
+    out.attrs = dict(ds.attrs)
+    out.attrs.update(_provenance(ds, region, settings, windows))
+    return out
+
+
+def _window_of(channel: str) -> str | None:
+    suffix = channel.rsplit("_", 1)[-1]
+    return suffix if "_" in channel and suffix in WINDOWS else None
+
+
+def _channel(
+    ds: xr.Dataset,
+    region: Region,
+    channel: str,
+    windows: Windows | None,
+    settings: CompositeSettings,
+    path: object,
+) -> np.ndarray:
+    names = region.names
+    window = _window_of(channel)
+    if window is not None:
+        base = channel[: -len(window) - 1]
+        var = {"vv": names.vv, "vh": names.vh}.get(base, base)
+        require_variables(ds, [var], names, path, dims=(names.time, names.y, names.x))
+        indices = getattr(windows, window)
+        return _reduce_over_time(
+            ds[var], names.time, indices, settings, var in (names.vv, names.vh), path
+        )
+    if "@" in channel:
+        var, _, pair = channel.rpartition("@")
+        require_variables(ds, [var], names, path, dims=(names.pair, names.y, names.x))
+        try:
+            return ds[var].isel({names.pair: int(pair)}).values
+        except (ValueError, IndexError):
+            raise CubeError(
+                f"{path}: channel {channel!r}: pair index {pair!r} is not an integer in "
+                f"[-{ds.sizes[names.pair]}, {ds.sizes[names.pair]})"
+            ) from None
+    var = {
+        "dem": names.dem,
+        "dem_aspect": names.aspect,
+        "dem_slope_radians": names.slope,
+        "dem_curvature": names.curvature,
+    }.get(channel, channel)
+    require_variables(ds, [var], names, path, dims=(names.y, names.x))
+    return ds[var].values
+
+
+def _reduce_over_time(
+    var: xr.DataArray,
+    time_dim: str,
+    indices: tuple[int, ...],
+    settings: CompositeSettings,
+    log_amplitude: bool,
+    path: object,
+) -> np.ndarray:
+    """Mean (streamed, one slice in memory) or median of the chosen timesteps."""
+    slices = (_read_slice(var, time_dim, i, settings, log_amplitude, path) for i in indices)
+    if settings.reducer == "median":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+            return np.nanmedian(np.stack(list(slices)), axis=0).astype(np.float32)
+    total = count = None
+    for plane in slices:
+        finite = np.isfinite(plane)
+        if total is None:
+            total, count = np.zeros(plane.shape, np.float64), np.zeros(plane.shape, np.int32)
+        total += np.where(finite, plane, 0.0)
+        count += finite
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (total / count).astype(np.float32)
+
+
+def _read_slice(
+    var: xr.DataArray,
+    time_dim: str,
+    index: int,
+    settings: CompositeSettings,
+    log_amplitude: bool,
+    path: object,
+) -> np.ndarray:
+    # A copy: in-memory cubes hand out views, and the log below works in place.
+    plane = np.array(var.isel({time_dim: index}).values, dtype=np.float32, copy=True)
+    when = f"{path}: {var.name} at {time_dim} index {index} ({var[time_dim].values[index]})"
+    finite = np.isfinite(plane)
+    if not finite.any():
+        raise CubeError(
+            f"{when} is all NaN (no data); drop that "
+            "acquisition or pick others with the composite settings"
+        )
+    if log_amplitude:
+        nonpositive = finite & (plane <= 0)
+        if nonpositive.any():
+            if settings.nonpositive == "error":
+                raise CubeError(
+                    f"{when}: {int(nonpositive.sum())} amplitude(s) <= 0 (min "
+                    f"{float(plane[finite].min()):.4g}); vv/vh must be linear power. If the "
+                    "cube holds dB, convert with 10**(dB/10); if 0 marks missing data, set "
+                    "--data.composite.nonpositive nodata"
+                )
+            plane[nonpositive] = np.nan
+        np.log(plane, out=plane)
+    return plane
+
+
+def _provenance(
+    ds: xr.Dataset, region: Region, settings: CompositeSettings, windows: Windows | None
+) -> dict[str, str | int]:
+    """Which acquisitions went into the composite, as netCDF-safe attributes."""
+    attrs: dict[str, str | int] = {
+        "region": region.name,
+        "event_start": region.event_start,
+        "event_end": region.event_end,
+        "composite_reducer": settings.reducer,
+        "composite_orbit": resolve_orbit(region, settings),
+        "composite_skip_last_before": int(settings.skip_last_before),
+    }
+    if windows is not None:
+        times = acquisition_times(ds, region.names)
+        for window in WINDOWS:
+            chosen = getattr(windows, window)
+            attrs[f"{window}_acquisitions"] = ",".join(f"{times[i]:%Y-%m-%d}" for i in chosen)
+    return attrs

@@ -1,0 +1,179 @@
+"""Composites on hand-built cubes whose expected values are known exactly."""
+
+import math
+
+import numpy as np
+import pytest
+
+from landslide_lit.data.composite import (
+    CompositeSettings,
+    build_composite,
+    resolve_channels,
+    select_windows,
+)
+from landslide_lit.data.cube import CubeError
+from landslide_lit.regions import Region, get_region
+from tests.cubes import hand_cube
+
+HOKKAIDO = get_region("hokkaido")  # before: day <= 2018-09-05, after: day >= 2018-09-07
+
+
+def composite_value(channel, settings=None, region=HOKKAIDO, cube=None):
+    out = build_composite(cube if cube is not None else hand_cube(), region, [channel], settings)
+    values = out["image"].sel(channel=channel).values
+    assert np.allclose(values, values.flat[0], equal_nan=True)
+    return float(values.flat[0])
+
+
+def test_windows_follow_event_dates_and_orbit():
+    # descending: 0 (08-10), 2 (08-28), 3 (09-03) before; 4 (09-06) in neither; 6 (09-15) after
+    windows = select_windows(hand_cube(), HOKKAIDO, CompositeSettings(before=2, after=1))
+    assert windows.before == (2, 3) and windows.after == (6,)
+    both = select_windows(hand_cube(), HOKKAIDO, CompositeSettings(before=4, orbit="both"))
+    assert both.before == (0, 1, 2, 3) and both.after == (5,)
+
+
+def test_mean_of_log_amplitudes_is_exact():
+    settings = CompositeSettings(before=2, after=1)
+    assert composite_value("vv_before", settings) == pytest.approx((math.log(3) + math.log(4)) / 2)
+    assert composite_value("vh_before", settings) == pytest.approx((math.log(6) + math.log(8)) / 2)
+    assert composite_value("vv_after", settings) == pytest.approx(math.log(7))
+    two_after = CompositeSettings(before=2, after=2, orbit="both")
+    assert composite_value("vh_after", two_after) == pytest.approx(
+        (math.log(12) + math.log(14)) / 2
+    )
+
+
+def test_median_reducer():
+    settings = CompositeSettings(before=3, reducer="median")
+    assert composite_value("vv_before", settings) == pytest.approx(math.log(3))
+
+
+def test_published_quirk_skips_last_before_only_when_asked():
+    quirk = CompositeSettings(before=2, skip_last_before=True)
+    assert composite_value("vv_before", quirk) == pytest.approx((math.log(1) + math.log(3)) / 2)
+
+
+def test_fewer_before_acquisitions_warn_and_use_what_exists():
+    with pytest.warns(UserWarning, match="only 3 acquisition.*4 asked"):
+        value = composite_value("vv_before", CompositeSettings(before=4))
+    assert value == pytest.approx((math.log(1) + math.log(3) + math.log(4)) / 3)
+    with pytest.warns(UserWarning, match="only 1 acquisition"):
+        composite_value("vv_before", CompositeSettings(before=2, orbit="a"))
+
+
+def test_empty_window_lists_dates_and_orbits():
+    late = Region(name="late", cube="x.zarr", event_start="2018-09-20", event_end="2018-09-21")
+    with pytest.raises(
+        CubeError, match=r"no acquisitions after .*2018-08-10\(d\), 2018-08-22\(a\)"
+    ):
+        build_composite(hand_cube(), late, "sar")
+
+
+def test_orbit_filter_without_orbit_coordinate():
+    cube = hand_cube(orbits=None)
+    with pytest.raises(CubeError, match="no 'sat:orbit_state' coordinate.*orbit none"):
+        build_composite(cube, HOKKAIDO, "sar")
+    out = build_composite(cube, HOKKAIDO, "sar", CompositeSettings(before=2, orbit="none"))
+    # with no orbit filter the 09-09 pass is the first after the event
+    assert out.attrs["after_acquisitions"] == "2018-09-09"
+
+
+def test_orbit_values_spelled_out():
+    cube = hand_cube(
+        orbits=[
+            "descending",
+            "ascending",
+            "descending",
+            "descending",
+            "descending",
+            "ascending",
+            "descending",
+        ]
+    )
+    windows = select_windows(cube, HOKKAIDO, CompositeSettings(before=2))
+    assert windows.before == (2, 3) and windows.after == (6,)
+
+
+def test_channels_order_terrain_and_other_variables():
+    out = build_composite(
+        hand_cube(), HOKKAIDO, ["dem_slope_radians", "vv_after", "dem", "topophase.cor_1@1"]
+    )
+    assert list(out["channel"].values) == [
+        "dem_slope_radians",
+        "vv_after",
+        "dem",
+        "topophase.cor_1@1",
+    ]
+    image = out["image"].values
+    assert np.allclose(image[0], 0.3) and np.allclose(image[2], 100) and np.allclose(image[3], 0.4)
+    assert resolve_channels("sar_dem") == (
+        "vv_before",
+        "vh_before",
+        "vv_after",
+        "vh_after",
+        "dem_aspect",
+        "dem_slope_radians",
+        "dem_curvature",
+    )
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve_channels("sar+dem")
+    with pytest.raises(CubeError, match="variable 'coherence' missing"):
+        build_composite(hand_cube(), HOKKAIDO, ["coherence"])
+    with pytest.raises(CubeError, match="pair index '7'"):
+        build_composite(hand_cube(), HOKKAIDO, ["topophase.cor_1@7"])
+
+
+def test_keeps_coordinates_attributes_and_label():
+    cube = hand_cube()
+    out = build_composite(cube, HOKKAIDO, "sar", CompositeSettings(before=2))
+    np.testing.assert_array_equal(out["y"].values, cube["y"].values)
+    np.testing.assert_array_equal(out["x"].values, cube["x"].values)
+    assert out.attrs["crs"] == "EPSG:32654" and out["spatial_ref"].attrs["crs_wkt"] == "EPSG:32654"
+    assert out.attrs["before_acquisitions"] == "2018-08-28,2018-09-03"
+    assert out.attrs["after_acquisitions"] == "2018-09-15"
+    np.testing.assert_array_equal(out["label"].values, cube["landslides"].values)
+    assert out["image"].dtype == np.float32 and out["image"].dims == ("channel", "y", "x")
+
+
+def test_nonpositive_amplitudes_error_or_nodata():
+    cube = hand_cube()
+    cube["vv"][3, 0, 0] = 0.0
+    with pytest.raises(CubeError, match=r"1 amplitude\(s\) <= 0.*10\*\*\(dB/10\)"):
+        build_composite(cube, HOKKAIDO, ["vv_before"], CompositeSettings(before=2))
+    out = build_composite(
+        cube, HOKKAIDO, ["vv_before"], CompositeSettings(before=2, nonpositive="nodata")
+    )
+    assert out["image"].values[0, 0, 0] == pytest.approx(math.log(3))  # only the other date
+    assert out["image"].values[0, 1, 1] == pytest.approx((math.log(3) + math.log(4)) / 2)
+
+
+def test_all_nan_acquisition_is_an_error():
+    cube = hand_cube()
+    cube["vh"][6] = np.nan
+    with pytest.raises(CubeError, match="vh at timestep index 6 .* all NaN"):
+        build_composite(cube, HOKKAIDO, "sar", CompositeSettings(before=2))
+
+
+def test_nan_pixels_are_skipped_in_the_mean():
+    cube = hand_cube()
+    cube["vv"][2, 4, 4] = np.nan
+    cube["vv"][3, 4, 4] = np.nan
+    cube["vv"][3, 5, 5] = np.nan
+    image = build_composite(cube, HOKKAIDO, ["vv_before"], CompositeSettings(before=2))[
+        "image"
+    ].values
+    assert np.isnan(image[0, 4, 4])
+    assert image[0, 5, 5] == pytest.approx(math.log(3))
+
+
+def test_source_cube_is_not_modified():
+    cube = hand_cube()
+    cube["vv"][3, 0, 0] = 0.0
+    original = cube.copy(deep=True)
+    build_composite(cube, HOKKAIDO, "sar_dem", CompositeSettings(before=2, nonpositive="nodata"))
+    build_composite(
+        cube, HOKKAIDO, "sar", CompositeSettings(before=2, reducer="median", nonpositive="nodata")
+    )
+    cube.load()
+    assert cube.identical(original)
