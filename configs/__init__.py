@@ -1,0 +1,1 @@
+"""The bundled YAML configs; `--config NAME.yaml` finds them from any directory."""

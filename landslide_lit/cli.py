@@ -1,0 +1,270 @@
+"""The `landslide-lit` command: LightningCLI for fit/validate/test/predict, plus synth and demo.
+
+``run(args)`` is callable from tests and returns the LightningCLI. Before LightningCLI
+parses anything:
+
+* ``--config NAME.yaml`` falls back to the configs bundled with the package
+  when no such file exists in the working directory;
+* validate/test/predict without ``--ckpt_path`` use the best checkpoint of the
+  latest fit run under the working directory, and restore the model and data
+  settings it was trained with (command-line values still win).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from importlib import resources
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from landslide_lit.data.composite import resolve_channels
+from landslide_lit.data.cube import CubeError
+from landslide_lit.data.datamodule import LandslideDataModule
+from landslide_lit.module import LandslideSegmenter
+from landslide_lit.regions import REGIONS
+from landslide_lit.runs import (
+    RUNS_DIR,
+    CheckpointError,
+    checkpoint_arguments,
+    checkpoint_channels,
+    latest_best_checkpoint,
+    read_checkpoint,
+)
+
+log = logging.getLogger("landslide_lit")
+EVALUATION_COMMANDS = ("validate", "test", "predict")
+
+
+class LandslideCLI(LightningCLI):
+    """LightningCLI with the region flag, checkpoint defaults and model/data links."""
+
+    def __init__(self, *args, checkpoint_channels: list[str] | None = None, **kwargs) -> None:
+        self.checkpoint_channels = checkpoint_channels
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--region",
+            type=str | None,
+            default=None,
+            help="region to evaluate: validate scores it, test/predict use it as the "
+            f"test region (built-in: {', '.join(sorted(REGIONS))})",
+        )
+        parser.link_arguments("data.channel_names", "model.channel_names", apply_on="instantiate")
+        parser.set_defaults(
+            {
+                "trainer.logger": [
+                    {
+                        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                        "init_args": {"save_dir": RUNS_DIR, "name": "landslide"},
+                    },
+                    {
+                        "class_path": "lightning.pytorch.loggers.CSVLogger",
+                        "init_args": {"save_dir": RUNS_DIR, "name": "landslide"},
+                    },
+                ],
+                "trainer.callbacks": [
+                    {
+                        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                        "init_args": {
+                            "monitor": "val/auprc",
+                            "mode": "max",
+                            "save_last": True,
+                            "filename": "best-epoch{epoch:02d}",
+                            "auto_insert_metric_name": False,
+                        },
+                    },
+                    {"class_path": "landslide_lit.maps.ProbabilityMapWriter"},
+                ],
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.region:
+            key = "validate_region" if self.subcommand == "validate" else "test_region"
+            config.data[key] = config.region
+        _align_logger_versions(config.trainer)
+        if self.checkpoint_channels is not None:
+            channels = list(resolve_channels(config.data.channels))
+            if channels != self.checkpoint_channels:
+                raise SystemExit(
+                    f"error: the checkpoint was trained on channels {self.checkpoint_channels}, "
+                    f"but --data.channels gives {channels}; drop the override or use a "
+                    "checkpoint trained on these channels"
+                )
+
+
+def _align_logger_versions(trainer_config) -> None:
+    """Give the TensorBoard and CSV loggers of a run the same version folder."""
+    loggers = trainer_config.get("logger")
+    if not isinstance(loggers, list) or len(loggers) < 2:
+        return
+    init = [logger.init_args for logger in loggers if "init_args" in logger]
+    places = {(str(a.get("save_dir")), str(a.get("name"))) for a in init}
+    if len(places) != 1 or any(a.get("version") is not None for a in init):
+        return
+    save_dir, name = places.pop()
+    existing = [
+        int(p.name.split("_")[1])
+        for p in Path(save_dir, name).glob("version_*")
+        if p.name.split("_")[1].isdigit()
+    ]
+    version = max(existing, default=-1) + 1
+    for args in init:
+        args["version"] = version
+
+
+def bundled_config_dir() -> Path:
+    return Path(str(resources.files("landslide_lit.configs")))
+
+
+def resolve_bundled_configs(args: list[str]) -> list[str]:
+    """Replace ``--config NAME`` by the bundled file when NAME is not a file here."""
+    resolved = list(args)
+    for i, arg in enumerate(resolved):
+        name, inline = (
+            (arg.split("=", 1)[1], True) if arg.startswith("--config=") else (None, False)
+        )
+        if arg == "--config" and i + 1 < len(resolved):
+            name = resolved[i + 1]
+        if name is None or Path(name).exists():
+            continue
+        bundled = bundled_config_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
+        if not bundled.exists():
+            known = ", ".join(sorted(p.name for p in bundled_config_dir().glob("*.yaml")))
+            raise SystemExit(f"error: config {name!r} is not a file; bundled configs: {known}")
+        if inline:
+            resolved[i] = f"--config={bundled}"
+        else:
+            resolved[i + 1] = str(bundled)
+    return resolved
+
+
+def _option_value(args: list[str], option: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == option and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def restore_from_checkpoint(args: list[str]) -> tuple[list[str], list[str] | None]:
+    """Insert the checkpoint's settings (and path) after the subcommand name."""
+    ckpt_path = _option_value(args, "--ckpt_path")
+    if ckpt_path in (None, "null", "None"):
+        ckpt_path = str(latest_best_checkpoint())
+        log.warning("using checkpoint %s (best of the latest fit run here)", ckpt_path)
+        args = [*args, "--ckpt_path", ckpt_path]
+    checkpoint = read_checkpoint(ckpt_path)
+    # The checkpoint holds the encoder's weights: never fetch pretrained ones to overwrite.
+    restored = [
+        args[0],
+        *checkpoint_arguments(checkpoint),
+        *args[1:],
+        "--model.encoder_weights=null",
+    ]
+    return restored, checkpoint_channels(checkpoint)
+
+
+def synth_main(args: list[str]) -> None:
+    """`landslide-lit synth`: write a synthetic cube in a region's real schema."""
+    from landslide_lit.data.synthetic import write_synthetic_cube
+
+    parser = argparse.ArgumentParser(
+        prog="landslide-lit synth",
+        description="Write a synthetic datacube with a region's real file name and schema "
+        "under ROOT/synthetic/.",
+    )
+    parser.add_argument("--region", required=True, choices=sorted(REGIONS))
+    parser.add_argument(
+        "--root", default=None, help="data root (default: $LANDSLIDE_LIT_DATA or ./data)"
+    )
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--format", choices=("zarr", "netcdf"), default="zarr")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing cube")
+    options = parser.parse_args(args)
+    path = write_synthetic_cube(
+        options.region,
+        root=options.root,
+        size=tuple(options.size) if options.size else None,
+        seed=options.seed,
+        fmt=options.format,
+        overwrite=options.overwrite,
+    )
+    print(path)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (tests and notebooks replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _configure_logging() -> None:
+    # The TensorBoard and CSV loggers share a run folder on purpose.
+    warnings.filterwarnings(
+        "ignore", message=r"Experiment logs directory .* exists and is not empty"
+    )
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # Evaluation runs keep the fit's ModelCheckpoint defaults; it saves nothing there.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    if not log.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("[landslide-lit] %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of `landslide-lit` and `python -m landslide_lit`: errors in plain words."""
+    if args is None:
+        # run() hands LightningCLI the (rewritten) arguments explicitly
+        args, sys.argv = sys.argv[1:], sys.argv[:1]
+    try:
+        run(args)
+    except (CubeError, CheckpointError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def run(args: list[str] | None = None) -> LandslideCLI | None:
+    """Run a `landslide-lit` command; returns the LightningCLI (None for synth and demo)."""
+    _configure_logging()
+    args = list(sys.argv[1:] if args is None else args)
+    if args and args[0] == "synth":
+        synth_main(args[1:])
+        return None
+    if args and args[0] == "demo":
+        from landslide_lit.demo import demo_main
+
+        demo_main(args[1:])
+        return None
+    args = resolve_bundled_configs(args)
+    channels = None
+    if (
+        args
+        and args[0] in EVALUATION_COMMANDS
+        and not {"-h", "--help", "--print_config"} & set(args)
+    ):
+        args, channels = restore_from_checkpoint(args)
+    return LandslideCLI(
+        LandslideSegmenter,
+        LandslideDataModule,
+        seed_everything_default=42,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": __doc__.splitlines()[0]},
+        checkpoint_channels=channels,
+        args=args,
+    )

@@ -1,0 +1,444 @@
+"""LightningDataModule: region cubes -> composites -> chips -> splits -> batches.
+
+Chips are held in memory as one compact tensor per region, unnormalised (NaN
+where there is no data). Standardisation, the valid-pixel mask and the
+augmentations run on the device in :meth:`on_after_batch_transfer`, so the
+statistics restored from a checkpoint apply whatever the order of Lightning's
+setup and restore steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+import xarray as xr
+from lightning.pytorch.trainer.states import RunningStage
+from torch.utils.data import DataLoader, Dataset
+
+from landslide_lit.augment import SarAugmentation
+from landslide_lit.data.chips import Chips, Keep, extract_chips
+from landslide_lit.data.composite import (
+    SAR_CHANNELS,
+    CompositeSettings,
+    build_composite,
+    resolve_channels,
+)
+from landslide_lit.data.cube import open_region_cube
+from landslide_lit.regions import Region, get_region
+
+log = logging.getLogger(__name__)
+
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Per-channel mean and standard deviation over a region's valid pixels."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: np.ndarray, channels: Sequence[str], region: str) -> ChannelStats:
+        mean = np.nanmean(image, axis=(1, 2), dtype=np.float64)
+        std = np.nanstd(image, axis=(1, 2), dtype=np.float64)
+        unusable = ~np.isfinite(std) | (std == 0)
+        for channel in np.asarray(channels)[unusable]:
+            log.warning(
+                "%s: channel %s is constant or empty; it standardises to 0", region, channel
+            )
+        return cls(
+            mean=tuple(np.where(np.isfinite(mean), mean, 0.0).tolist()),
+            std=tuple(np.where(unusable, 1.0, std).tolist()),
+        )
+
+
+def _grid_of(composite: xr.Dataset) -> xr.Dataset:
+    """The composite without its arrays: y/x (and other spatial) coordinates, attributes."""
+    grid = composite.drop_vars(["image", "label", "channel"], errors="ignore")
+    _, y, x = composite["image"].dims
+    grid.attrs["dims"] = (y, x)
+    grid.attrs["shape"] = (composite.sizes[y], composite.sizes[x])
+    return grid
+
+
+class ChipDataset(Dataset):
+    """A view on some chips of one region; items are dicts of tensors."""
+
+    def __init__(self, chips: Chips, indices: torch.Tensor | None = None) -> None:
+        self.chips = chips
+        self.indices = torch.arange(len(chips)) if indices is None else indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        i = self.indices[item]
+        sample = {"image": self.chips.images[i], "origin": self.chips.origins[i]}
+        if self.chips.targets is not None:
+            sample["target"] = self.chips.targets[i]
+        return sample
+
+
+def split_indices(
+    chips: Chips,
+    fractions: tuple[float, float, float],
+    seed: int,
+    method: Literal["random", "block"],
+    block_pixels: int,
+) -> dict[Split, torch.Tensor]:
+    """Train/val/test indices of ``chips``.
+
+    ``random`` reproduces the published split: ``torch.utils.data.random_split``
+    with lengths ``int(0.7 n)``, ``int(0.2 n)`` and the rest, and a generator
+    seeded 42 (Hokkaido: 216/61/32). ``block`` assigns whole square blocks of
+    ``block_pixels`` to one split, so neighbouring chips never straddle train
+    and validation.
+    """
+    n = len(chips)
+    generator = torch.Generator().manual_seed(seed)
+    if method == "random":
+        n_train, n_val = int(fractions[0] * n), int(fractions[1] * n)
+        order = torch.randperm(n, generator=generator)
+        bounds = (0, n_train, n_train + n_val, n)
+    else:
+        block_id = torch.unique(chips.origins // block_pixels, dim=0, return_inverse=True)[1]
+        block_rank = torch.randperm(int(block_id.max()) + 1, generator=generator).argsort()
+        chip_rank = block_rank[block_id]
+        order = torch.argsort(chip_rank, stable=True)
+        # chip counts at block boundaries; each cut goes to the boundary nearest its fraction
+        ends = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(chip_rank).cumsum(0)])
+        n_train = _nearest(ends, fractions[0] * n, at_least=0)
+        n_val_end = _nearest(ends, (fractions[0] + fractions[1]) * n, at_least=n_train)
+        bounds = (0, n_train, n_val_end, n)
+    return {split: order[bounds[i] : bounds[i + 1]] for i, split in enumerate(SPLITS)}
+
+
+def _nearest(ends: torch.Tensor, target: float, at_least: int) -> int:
+    candidates = ends[ends >= at_least]
+    return int(candidates[(candidates - target).abs().argmin()])
+
+
+class LandslideDataModule(L.LightningDataModule):
+    """Chips of landslide-affected terrain from before/after SAR composites.
+
+    Args:
+        train_region: region trained on (validation comes from it too): a
+            built-in name (hokkaido, talakmau, kaikoura, puerto_rico) or a
+            mapping with name, cube, event_start, event_end, orbit.
+        test_region: region tested and mapped. When it is the train region,
+            testing uses the train region's held-out test split.
+        validate_region: region scored by ``validate`` (default: the train
+            region's validation split).
+        root: data root (default ``$LANDSLIDE_LIT_DATA``, else ``./data``).
+        synthetic: read synthetic cubes from ``root/synthetic/`` and generate
+            missing ones on first use.
+        channels: ``sar`` (4 channels), ``sar_dem`` (7) or channel names.
+        composite: how before/after composites are made.
+        chip_size: chip side in pixels (128 as published).
+        stride: grid step (default: the chip size, non-overlapping as published).
+        keep: ``positive`` chips with a landslide pixel (published) or every
+            ``valid`` chip with SAR data (training and evaluation chips).
+        split: ``random`` (published: 0.7/0.2/0.1, seed 42) or spatial ``block``.
+        split_fractions: train/val/test fractions of the train region's chips.
+        split_seed: seed of the split.
+        block_chips: block side in chips for ``split: block``.
+        norm_stats: ``region`` standardises each region with its own statistics
+            (as the published code); ``train`` uses the train region's for all.
+        augment: on-device training augmentations (None: off; ``{}`` in YAML: the
+            seed paper's four with their defaults). Their SAR channels are set here.
+        batch_size: chips per batch.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        train_region: str | Region = "hokkaido",
+        test_region: str | Region = "talakmau",
+        validate_region: str | Region | None = None,
+        root: str | None = None,
+        synthetic: bool = False,
+        channels: str | list[str] = "sar",
+        composite: CompositeSettings = CompositeSettings(),  # noqa: B008 - frozen dataclass
+        chip_size: int = 128,
+        stride: int | None = None,
+        keep: Keep = "positive",
+        split: Literal["random", "block"] = "random",
+        split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1),
+        split_seed: int = 42,
+        block_chips: int = 4,
+        norm_stats: Literal["region", "train"] = "region",
+        augment: SarAugmentation | None = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["augment"])
+        if abs(sum(split_fractions) - 1) > 1e-6 or min(split_fractions) < 0:
+            raise ValueError(
+                f"split_fractions={split_fractions}: need three fractions >= 0 that sum to 1"
+            )
+        # Typed settings live as attributes: under LightningCLI, hparams hold raw config dicts.
+        self.root = root
+        self.synthetic = synthetic
+        self.composite = composite
+        self.chip_size = chip_size
+        self.stride = stride
+        self.keep = keep
+        self.split = split
+        self.split_fractions = tuple(split_fractions)
+        self.split_seed = split_seed
+        self.block_chips = block_chips
+        self.norm_stats = norm_stats
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_region = get_region(train_region)
+        self.test_region = get_region(test_region)
+        self.validate_region = get_region(validate_region) if validate_region else None
+        self.channel_names = resolve_channels(channels)
+        self.sar_channel_indices = [
+            i for i, c in enumerate(self.channel_names) if c in SAR_CHANNELS
+        ]
+        self.augmentation = (
+            None if augment is None else augment.with_sar_channels(tuple(self.sar_channel_indices))
+        )
+        self.stats: dict[str, ChannelStats] = {}
+        self.checkpoint_train_stats: ChannelStats | None = None
+        self._chips: dict[tuple[str, Keep], Chips] = {}
+        # Per region: the composite's coordinates and attributes, to write maps in place.
+        self.grids: dict[str, xr.Dataset] = {}
+        self._datasets: dict[str, list[ChipDataset]] = {}
+
+    # -- regions and chips ------------------------------------------------
+
+    def dataloader_regions(self, stage: str) -> list[str]:
+        """Region names of the evaluation dataloaders of ``stage``, in order."""
+        return [region.name for region in self._eval_regions(stage)]
+
+    def _eval_regions(self, stage: str) -> list[Region]:
+        if stage in ("fit", "validate"):
+            return [self.validate_region or self.train_region]
+        if stage in ("test", "predict"):
+            return [self.test_region]
+        raise ValueError(f"unknown stage {stage!r}")
+
+    def prepare_data(self) -> None:
+        """Generate missing synthetic cubes (once per node)."""
+        if self.synthetic:
+            for region in {r.name: r for r in self._all_regions()}.values():
+                self._ensure_synthetic(region)
+
+    def _all_regions(self) -> list[Region]:
+        return [self.train_region, self.test_region, *filter(None, [self.validate_region])]
+
+    def _ensure_synthetic(self, region: Region) -> None:
+        from landslide_lit.data.synthetic import write_synthetic_cube
+
+        path = region.cube_path(self.root, synthetic=True)
+        if not path.exists() and not path.with_suffix(".nc").exists():
+            log.info("generating a synthetic %s cube at %s", region.name, path)
+            write_synthetic_cube(region, root=self.root)
+
+    def chips(self, region: Region, keep: Keep | None = None) -> Chips:
+        """The chips of ``region`` (built on first use, then kept in memory)."""
+        keep = keep or self.keep
+        key = (region.name, keep)
+        if key not in self._chips:
+            if self.synthetic:
+                self._ensure_synthetic(region)
+            cube = open_region_cube(region, self.root, synthetic=self.synthetic)
+            composite = build_composite(cube, region, self.channel_names, self.composite)
+            image = composite["image"].values
+            self.grids[region.name] = _grid_of(composite)
+            label = composite["label"].values if "label" in composite else None
+            self.stats.setdefault(
+                region.name, ChannelStats.of(image, self.channel_names, region.name)
+            )
+            chips = extract_chips(
+                image,
+                label,
+                self.channel_names,
+                self.sar_channel_indices,
+                size=self.chip_size,
+                stride=self.stride,
+                keep=keep,
+            )
+            if len(chips) == 0:
+                raise ValueError(
+                    f"region {region.name}: no {keep} {self.chip_size}-pixel chips "
+                    f"in its {image.shape[1]} x {image.shape[2]} composite"
+                )
+            log.info(
+                "%s: %d %s chips of %d px, before %s, after %s",
+                region.name,
+                len(chips),
+                keep,
+                self.chip_size,
+                composite.attrs.get("before_acquisitions", "-"),
+                composite.attrs.get("after_acquisitions", "-"),
+            )
+            self._chips[key] = chips
+        return self._chips[key]
+
+    def splits(self) -> dict[Split, torch.Tensor]:
+        """Train/val/test chip indices of the train region."""
+        chips = self.chips(self.train_region)
+        return split_indices(
+            chips,
+            self.split_fractions,
+            self.split_seed,
+            self.split,
+            self.block_chips * self.chip_size,
+        )
+
+    def _region_dataset(self, region: Region, split: Split) -> ChipDataset:
+        """``split`` of the train region, or all chips of another region."""
+        if region.name == self.train_region.name:
+            return ChipDataset(self.chips(region), self.splits()[split])
+        return ChipDataset(self.chips(region))
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._datasets["train"] = [self._region_dataset(self.train_region, "train")]
+        if stage in ("fit", "validate"):
+            self._datasets["val"] = [
+                self._region_dataset(r, "val") for r in self._eval_regions("validate")
+            ]
+        if stage == "test":
+            self._datasets["test"] = [
+                self._region_dataset(r, "test") for r in self._eval_regions("test")
+            ]
+        if stage == "predict":
+            self._datasets["predict"] = [
+                ChipDataset(self.chips(r, keep="valid")) for r in self._eval_regions("predict")
+            ]
+        for name, datasets in self._datasets.items():
+            for region, dataset in zip(self._regions_of(name), datasets, strict=False):
+                if len(dataset) == 0:
+                    raise ValueError(
+                        f"the {name} set of region {region} is empty; use more chips "
+                        "(a larger region or smaller --data.stride) or other split_fractions"
+                    )
+
+    def _regions_of(self, name: str) -> list[str]:
+        stage = {"train": "fit", "val": "validate"}.get(name, name)
+        return [self.train_region.name] if name == "train" else self.dataloader_regions(stage)
+
+    # -- loaders ----------------------------------------------------------
+
+    def _loader(self, dataset: ChipDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._datasets["train"][0], shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(d, shuffle=False) for d in self._datasets["val"]]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(d, shuffle=False) for d in self._datasets["test"]]
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return [self._loader(d, shuffle=False) for d in self._datasets["predict"]]
+
+    # -- on the device ------------------------------------------------------
+
+    def on_after_batch_transfer(
+        self, batch: dict[str, torch.Tensor], dataloader_idx: int
+    ) -> dict[str, torch.Tensor]:
+        """Standardise and mark valid pixels; augment too while training."""
+        batch = self.standardise(batch, self._batch_region(dataloader_idx))
+        if self.trainer is not None and self.trainer.training and self.augmentation is not None:
+            mask = batch.get("mask", torch.zeros_like(batch["valid"], dtype=batch["image"].dtype))
+            batch["image"], mask, batch["valid"] = self.augmentation(
+                batch["image"], mask, batch["valid"]
+            )
+            if "mask" in batch:
+                batch["mask"] = mask
+        return batch
+
+    def standardise(
+        self, batch: dict[str, torch.Tensor], region: Region
+    ) -> dict[str, torch.Tensor]:
+        """Raw chips -> model input: per-channel standardisation, then NaN -> 0.
+
+        Returns ``image``, ``valid`` (B, 1, H, W) bool where every SAR channel has
+        data, ``origin``, and ``mask`` (B, 1, H, W) float target when labelled.
+        """
+        stats = self.region_stats(region)
+        image = batch["image"]
+        mean = image.new_tensor(stats.mean).view(1, -1, 1, 1)
+        std = image.new_tensor(stats.std).view(1, -1, 1, 1)
+        if self.sar_channel_indices:
+            valid = torch.isfinite(image[:, self.sar_channel_indices]).all(1, keepdim=True)
+        else:
+            valid = torch.ones_like(image[:, :1], dtype=torch.bool)
+        out = {
+            "image": torch.nan_to_num((image - mean) / std, nan=0.0),
+            "valid": valid,
+            "origin": batch["origin"],
+        }
+        if "target" in batch:
+            out["mask"] = batch["target"].unsqueeze(1).to(image.dtype)
+        return out
+
+    def _batch_region(self, dataloader_idx: int) -> Region:
+        stage = self.trainer.state.stage if self.trainer is not None else None
+        if stage is None or stage == RunningStage.TRAINING:
+            return self.train_region
+        name = {
+            RunningStage.VALIDATING: "validate",
+            RunningStage.SANITY_CHECKING: "validate",
+            RunningStage.TESTING: "test",
+            RunningStage.PREDICTING: "predict",
+        }[stage]
+        return self._eval_regions(name)[dataloader_idx]
+
+    def region_stats(self, region: Region) -> ChannelStats:
+        """Statistics used to standardise ``region`` under the ``norm_stats`` setting.
+
+        ``region``: the region's own, always from its own cube. ``train``: the
+        train region's, from the checkpoint when one was loaded (so testing
+        never needs the train cube), else from the train cube.
+        """
+        if self.norm_stats == "train":
+            if self.checkpoint_train_stats is not None:
+                return self.checkpoint_train_stats
+            region = self.train_region
+        if region.name not in self.stats:
+            self.chips(region)
+        return self.stats[region.name]
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Channel names and the train region's statistics, saved in every checkpoint."""
+        stats = self.checkpoint_train_stats or self.stats.get(self.train_region.name)
+        return {
+            "channels": list(self.channel_names),
+            "train_region": self.train_region.name,
+            "train_stats": None if stats is None else {"mean": stats.mean, "std": stats.std},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state["channels"]) != list(self.channel_names):
+            raise ValueError(
+                f"the checkpoint was trained on channels {state['channels']}, but the data "
+                f"module makes {list(self.channel_names)}; set --data.channels to match"
+            )
+        if state["train_stats"] is not None:
+            stats = state["train_stats"]
+            self.checkpoint_train_stats = ChannelStats(tuple(stats["mean"]), tuple(stats["std"]))

@@ -1,0 +1,135 @@
+"""Find fit runs and their checkpoints, and read the settings a checkpoint was trained with."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RUNS_DIR = "runs"
+# Checkpoint folders of runs under the working directory: runs/<name>/version_N/checkpoints
+# (the CLI's default) and Lightning's plain lightning_logs/version_N/checkpoints.
+CHECKPOINT_GLOBS = ("*/*/*/checkpoints", "*/*/checkpoints", "*/checkpoints")
+
+# Data settings that belong to the evaluation, not to the checkpoint. The data root and
+# `synthetic` are restored (evaluate where and on what kind of cube you trained) and
+# can be overridden like any other setting.
+EVALUATION_DATA_SETTINGS = {"test_region", "validate_region", "batch_size", "num_workers"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be found or read; the message says what to do."""
+
+
+def latest_best_checkpoint(directory: str | os.PathLike = ".") -> Path:
+    """The best checkpoint of the most recent fit run under ``directory``.
+
+    The run is the checkpoint folder modified last; its best checkpoint is the
+    one its ModelCheckpoint recorded (``best_model_path`` in ``last.ckpt``), else
+    its newest non-``last`` checkpoint.
+    """
+    directory = Path(directory)
+    folders = [
+        folder
+        for pattern in CHECKPOINT_GLOBS
+        for folder in directory.glob(pattern)
+        if any(folder.glob("*.ckpt")) and not _hidden(folder.relative_to(directory))
+    ]
+    if not folders:
+        raise CheckpointError(
+            f"no --ckpt_path given and no fit run found under {directory.resolve()} "
+            f"(looked for {', '.join(CHECKPOINT_GLOBS)} with .ckpt files). Train first with "
+            "`landslide-lit fit --config ...`, run from the folder you trained in, or pass "
+            "--ckpt_path PATH"
+        )
+    run = max(folders, key=lambda f: max(c.stat().st_mtime for c in f.glob("*.ckpt")))
+    last = run / "last.ckpt"
+    if last.exists():
+        for state in read_checkpoint(last).get("callbacks", {}).values():
+            recorded = state.get("best_model_path") if isinstance(state, dict) else None
+            if recorded:
+                # a relative path is relative to where fit ran: the run's working directory
+                best = Path(recorded) if Path(recorded).is_absolute() else directory / recorded
+                if best.is_file():
+                    return best
+    candidates = [c for c in run.glob("*.ckpt") if not c.name.startswith("last")] or [last]
+    return max(candidates, key=lambda c: c.stat().st_mtime)
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint on the CPU, with one clear error for missing or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated zip, pickle garbage, wrong format...
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); the file is "
+            "truncated or not a PyTorch checkpoint. Use another checkpoint of the run "
+            "(e.g. last.ckpt) or train again"
+        ) from exc
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{path} is not a Lightning checkpoint (no 'state_dict'); pass a .ckpt file "
+            "written by `landslide-lit fit`"
+        )
+    if "datamodule_hyper_parameters" not in checkpoint:
+        raise CheckpointError(
+            f"{path} was not written by landslide-lit (no data settings inside); pass a "
+            ".ckpt file written by `landslide-lit fit`"
+        )
+    return checkpoint
+
+
+def checkpoint_arguments(checkpoint: dict[str, Any]) -> list[str]:
+    """Command-line arguments that restore the model and data settings of a checkpoint.
+
+    Settings that only matter for training (optimiser, scheduler) and those that
+    belong to the evaluation (data root, regions evaluated, batch size) are left out.
+    """
+    arguments = []
+    for key, value in checkpoint["hyper_parameters"].items():
+        if key != "channel_names" and not key.startswith("_") and _is_json(value):
+            arguments.append(f"--model.{key}={_cli_value(value)}")
+    for key, value in checkpoint["datamodule_hyper_parameters"].items():
+        if key in EVALUATION_DATA_SETTINGS or key.startswith("_"):
+            continue
+        value = _plain(value)
+        if _is_json(value):
+            arguments.append(f"--data.{key}={_cli_value(value)}")
+    return arguments
+
+
+def checkpoint_channels(checkpoint: dict[str, Any]) -> list[str] | None:
+    channels = checkpoint["hyper_parameters"].get("channel_names")
+    return None if channels is None else list(channels)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _cli_value(value: Any) -> str:
+    """A value as the command line takes it: strings as they are, the rest as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

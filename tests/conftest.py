@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny synthetic cubes and a tiny model, made once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Two OpenMP threads fight with everything else on a 2-core CI machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+TINY_MODEL = [
+    "--model.encoder_name=tu-test_resnet",
+    '--model.model_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]}',
+]
+SIZES = {"hokkaido": (512, 512), "talakmau": (400, 392)}  # not whole chips: edges stay uncovered
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> str:
+    """A data root with small synthetic Hokkaido and Talakmau cubes under synthetic/."""
+    from landslide_lit.data.synthetic import write_synthetic_cube
+
+    root = tmp_path_factory.mktemp("data")
+    for region, size in SIZES.items():
+        write_synthetic_cube(region, root=root, size=size, seed=0)
+    return str(root)

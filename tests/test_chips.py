@@ -1,0 +1,71 @@
+"""The chip grid, the positive/valid filters and the train/val/test splits."""
+
+import numpy as np
+import pytest
+import torch
+
+from landslide_lit.data.chips import extract_chips, grid_origins
+from landslide_lit.data.datamodule import split_indices
+
+CHANNELS = ("vv_before", "vh_before", "vv_after", "vh_after")
+
+
+def test_grid_drops_incomplete_edge_chips():
+    origins = grid_origins(300, 260, size=128, stride=128)
+    assert origins.tolist() == [[0, 0], [0, 128], [128, 0], [128, 128]]
+    assert len(grid_origins(256, 256, size=128, stride=64)) == 9
+
+
+def test_chips_keep_their_origin_and_pixels():
+    image = np.arange(4 * 256 * 384, dtype=np.float32).reshape(4, 256, 384)
+    label = np.zeros((256, 384), np.float32)
+    label[130, 260] = 1  # chip (128, 256)
+    label[5, 5] = np.nan  # NaN is not a landslide
+    label[10, 140] = 2.0  # values > 1 are landslides too: chip (0, 128)
+    chips = extract_chips(image, label, CHANNELS, [0, 1, 2, 3], size=128, keep="positive")
+    assert chips.origins.tolist() == [[0, 128], [128, 256]]
+    for k, (y, x) in enumerate(chips.origins.tolist()):
+        np.testing.assert_array_equal(chips.images[k].numpy(), image[:, y : y + 128, x : x + 128])
+        np.testing.assert_array_equal(chips.targets[k].numpy(), label[y : y + 128, x : x + 128] > 0)
+    assert chips.images.dtype == torch.float32 and chips.targets.dtype == torch.uint8
+
+
+def test_valid_filter_drops_chips_without_sar_data():
+    image = np.ones((4, 256, 256), np.float32)
+    image[:, :128, :128] = np.nan  # no SAR at all in the first chip
+    image[2, 128:, 128:] = np.nan  # one SAR channel missing everywhere in the last chip
+    chips = extract_chips(image, None, CHANNELS, [0, 1, 2, 3], size=128, keep="valid")
+    assert chips.origins.tolist() == [[0, 128], [128, 0]]
+    assert chips.targets is None
+    with pytest.raises(ValueError, match="needs landslide labels"):
+        extract_chips(image, None, CHANNELS, [0, 1, 2, 3], size=128, keep="positive")
+
+
+def test_published_split_sizes_for_hokkaido():
+    chips = _fake_chips(309)
+    splits = split_indices(chips, (0.7, 0.2, 0.1), 42, "random", 512)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [216, 61, 32]
+    # torch.utils.data.random_split with the published integer lengths gives the same indices
+    reference = torch.utils.data.random_split(
+        range(309), [216, 61, 32], generator=torch.Generator().manual_seed(42)
+    )
+    for split, subset in zip(("train", "val", "test"), reference, strict=True):
+        assert splits[split].tolist() == list(subset.indices)
+
+
+def test_block_split_keeps_blocks_whole_and_disjoint():
+    chips = _fake_chips(400, grid=20)
+    splits = split_indices(chips, (0.7, 0.2, 0.1), 0, "block", block_pixels=4 * 128)
+    all_indices = torch.cat(list(splits.values()))
+    assert sorted(all_indices.tolist()) == list(range(400))
+    blocks = {s: {tuple(b) for b in (chips.origins[i] // 512).tolist()} for s, i in splits.items()}
+    assert not (blocks["train"] & blocks["val"]) and not (blocks["val"] & blocks["test"])
+    assert not (blocks["train"] & blocks["test"])
+    assert abs(len(splits["train"]) - 280) <= 16 and len(splits["val"]) > 0
+
+
+def _fake_chips(n, grid=20):
+    image = np.zeros((1, 128 * grid, 128 * grid), np.float32)
+    label = np.ones((128 * grid, 128 * grid), np.float32)
+    chips = extract_chips(image, label, ("vv_before",), [0], size=128, keep="positive")
+    return type(chips)(chips.images[:n], chips.targets[:n], chips.origins[:n], chips.channels)

@@ -1,0 +1,216 @@
+"""The command line, run in-process on tiny synthetic cubes with a tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import yaml
+
+from landslide_lit.cli import bundled_config_dir, main, resolve_bundled_configs, run
+from landslide_lit.data.cube import open_region_cube
+from landslide_lit.runs import CheckpointError, latest_best_checkpoint
+from tests.conftest import TINY_MODEL
+
+TABLE1 = ("sar.yaml", "sar_dem.yaml", "sar_aug.yaml", "sar_dem_aug.yaml")
+
+
+def fit_args(root: str, *extra: str) -> list[str]:
+    return [
+        "fit",
+        "--config",
+        "demo.yaml",
+        f"--data.root={root}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.enable_progress_bar=false",
+        *TINY_MODEL,
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_root, tmp_path_factory):
+    """A finished SAR & DEM (AUG) fit run in its own working directory."""
+    workdir = tmp_path_factory.mktemp("run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        cli = run(fit_args(synthetic_root))
+    return workdir, cli
+
+
+def test_configs_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in (*TABLE1, "demo.yaml", "cpu.yaml", "gpu.yaml", "multi_gpu.yaml"):
+        resolved = resolve_bundled_configs(["fit", "--config", name])
+        assert Path(resolved[2]) == bundled_config_dir() / name and Path(resolved[2]).is_file()
+    assert (
+        resolve_bundled_configs(["fit", "--config=sar"])[1]
+        == f"--config={bundled_config_dir()}/sar.yaml"
+    )
+    local = tmp_path / "sar.yaml"
+    local.write_text("trainer: {max_epochs: 1}\n")
+    assert resolve_bundled_configs(["fit", "--config", "sar.yaml"])[2] == "sar.yaml"
+    with pytest.raises(SystemExit, match="bundled configs: cpu.yaml, demo.yaml"):
+        resolve_bundled_configs(["fit", "--config", "nope.yaml"])
+
+
+def test_table1_configs_differ_only_in_inputs_and_augmentation():
+    configs = {name: yaml.safe_load((bundled_config_dir() / name).read_text()) for name in TABLE1}
+    reference = configs["sar.yaml"]
+    for name, config in configs.items():
+        for section in ("data", "model", "trainer"):
+            differing = {
+                key
+                for key in set(config[section]) | set(reference[section])
+                if config[section].get(key) != reference[section].get(key)
+            }
+            assert differing <= {"channels", "augment"}, (name, section, differing)
+    assert configs["sar_dem_aug.yaml"]["data"]["channels"] == "sar_dem"
+    assert configs["sar_dem_aug.yaml"]["data"]["augment"] == {}
+    assert configs["sar.yaml"]["data"]["augment"] is None
+
+
+def test_help_and_print_config_list_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        run(["fit", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--data.channels" in help_text and "--region" in help_text
+    assert "{bce,dice,focal,bce+dice}" in help_text
+    with pytest.raises(SystemExit):
+        run(["fit", "--config", "sar_dem_aug.yaml", "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["channels"] == "sar_dem"
+    assert printed["data"]["augment"]["init_args"]["noise"]["std"] > 0
+
+
+def test_fit_writes_checkpoints_logs_and_config(trained_run):
+    workdir, cli = trained_run
+    run_dir = workdir / cli.trainer.log_dir
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.csv").is_file()
+    assert any(run_dir.glob("events.out.tfevents.*"))
+    best = latest_best_checkpoint(workdir)
+    assert best.parent.resolve() == (run_dir / "checkpoints").resolve()
+    assert best.name.startswith("best-")
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    datamodule_state = state["LandslideDataModule"]
+    assert datamodule_state["channels"][-1] == "dem_curvature"
+    assert len(datamodule_state["train_stats"]["mean"]) == 7
+
+
+def test_rerun_in_the_same_folder_does_not_crash(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = run(fit_args(synthetic_root, "--trainer.limit_val_batches=1"))
+    second = run(fit_args(synthetic_root, "--trainer.limit_val_batches=1"))
+    assert first.trainer.log_dir != second.trainer.log_dir
+
+
+def test_test_uses_latest_run_and_restores_its_settings(
+    trained_run, synthetic_root, monkeypatch, caplog
+):
+    workdir, _ = trained_run
+    monkeypatch.chdir(workdir)
+    # No --ckpt_path, no --config, not even the data root: all come from the checkpoint.
+    cli = run(["test", "--region", "talakmau", "--trainer.enable_progress_bar=false"])
+    assert cli.datamodule.channel_names[-1] == "dem_curvature"
+    assert cli.datamodule.test_region.name == "talakmau"
+    metrics = cli.trainer.callback_metrics
+    assert 0 <= float(metrics["test/talakmau/auprc"]) <= 1
+    assert 0 < float(metrics["test/talakmau/no_skill"]) < 0.5
+    assert "using checkpoint" in caplog.text and "best-" in caplog.text
+
+
+def test_test_on_the_train_region_uses_its_held_out_split(trained_run, monkeypatch):
+    workdir, fit = trained_run
+    monkeypatch.chdir(workdir)
+    cli = run(["test", "--region", "hokkaido", "--trainer.enable_progress_bar=false"])
+    held_out = set(fit.datamodule.splits()["test"].tolist())
+    assert set(cli.datamodule._datasets["test"][0].indices.tolist()) == held_out
+    assert "test/hokkaido/auprc" in cli.trainer.callback_metrics
+
+
+def test_validate_scores_the_validation_split(trained_run, monkeypatch):
+    workdir, _ = trained_run
+    monkeypatch.chdir(workdir)
+    cli = run(["validate", "--trainer.enable_progress_bar=false"])
+    assert "val/hokkaido/auprc" in cli.trainer.callback_metrics
+
+
+def test_predict_writes_a_map_of_every_valid_chip(trained_run, synthetic_root, monkeypatch):
+    workdir, _ = trained_run
+    monkeypatch.chdir(workdir)
+    cli = run(["predict", "--region", "talakmau", "--trainer.enable_progress_bar=false"])
+    chips = cli.datamodule.chips(cli.datamodule.test_region, keep="valid")
+    predictions = cli.trainer.predict_loop.predictions
+    assert sum(p["probability"].shape[0] for p in predictions) == len(chips)
+    # the stitched map lies on the cube's own grid, NaN where no chip reaches
+    path = workdir / cli.trainer.log_dir / "predictions" / "talakmau_landslide_probability.nc"
+    cube = open_region_cube(cli.datamodule.test_region, synthetic_root, synthetic=True)
+    with xr.open_dataset(path) as written:
+        probability = written["landslide_probability"].values
+        np.testing.assert_array_equal(written["y"].values, cube["y"].values)
+        np.testing.assert_array_equal(written["x"].values, cube["x"].values)
+        assert written.attrs["crs"] == cube.attrs["crs"]
+    covered = np.zeros(probability.shape, bool)
+    for y, x in chips.origins.tolist():
+        covered[y : y + 128, x : x + 128] = True
+    assert np.isnan(probability[~covered]).all() and (covered.sum() > 0)
+    assert ((probability[covered] >= 0) & (probability[covered] <= 1)).all()
+
+
+def test_checkpoint_with_other_channels_is_a_clear_error(trained_run, monkeypatch):
+    workdir, _ = trained_run
+    monkeypatch.chdir(workdir)
+    with pytest.raises(SystemExit, match=r"trained on channels \[.*dem_curvature.*--data.channels"):
+        run(["test", "--data.channels", "sar"])
+
+
+def test_no_run_to_find_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="no fit run found.*landslide-lit fit"):
+        run(["test", "--region", "talakmau"])
+    with pytest.raises(SystemExit, match="error: no --ckpt_path given"):
+        main(["test"])
+
+
+def test_truncated_or_foreign_checkpoint_is_a_clear_error(trained_run, tmp_path, monkeypatch):
+    workdir, _ = trained_run
+    monkeypatch.chdir(tmp_path)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(latest_best_checkpoint(workdir).read_bytes()[:1000])
+    with pytest.raises(SystemExit, match="truncated or not a PyTorch checkpoint"):
+        main(["test", "--ckpt_path", str(truncated)])
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(SystemExit, match="not written by landslide-lit"):
+        main(["test", "--ckpt_path", str(foreign)])
+
+
+def test_synth_command_writes_the_real_file_name(tmp_path, capsys):
+    main(["synth", "--region", "talakmau", "--root", str(tmp_path), "--size", "64", "64"])
+    path = tmp_path / "synthetic" / "talakmau_indonesia.zarr"
+    assert path.is_dir() and capsys.readouterr().out.strip() == str(path)
+    main(
+        [
+            "synth",
+            "--region",
+            "talakmau",
+            "--root",
+            str(tmp_path),
+            "--size",
+            "64",
+            "64",
+            "--format",
+            "netcdf",
+        ]
+    )
+    assert (tmp_path / "synthetic" / "talakmau_indonesia.nc").is_file()
+
+
+def test_missing_cube_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="error: datacube for region 'hokkaido' not found.*zenodo"):
+        main(["fit", f"--data.root={tmp_path}", "--trainer.fast_dev_run=true", *TINY_MODEL])
