@@ -1,0 +1,399 @@
+"""An on-disk cache of a region's chips, channel statistics and map grid, built once.
+
+Building composites and cutting chips is the cold start of every run. An entry
+holds everything :meth:`LandslideDataModule.chips` derives from one cube, and is
+named by a digest of every input that determines it (see :meth:`ChipCache.key`)::
+
+    <root>/<64 hex digits>/
+        manifest.json   key ingredients, chip count and channels, channel
+                        statistics, grid_info (arrays replaced by file names),
+                        and per file: shape, dtype, SHA-256 of the array data
+        images.npy      (N, C, S, S) float32, NaN where there is no data
+        targets.npy     (N, S, S) uint8; absent for cubes without labels
+        origins.npy     (N, 2) int64
+        grid_0.npy ...  the numpy arrays of grid_info
+
+Use::
+
+    cache = ChipCache.under(data_root)
+    key = cache.key(cube_path, region, channels, composite, chip_size, stride, keep)
+    entry = cache.load(key)
+    if entry is None:
+        ...  # build chips, stats, grid_info
+        cache.save(key, chips, stats, grid_info)
+
+An entry is written into a hidden temporary directory, fsynced and renamed into
+place, so a crash never leaves a partial entry under a digest name, and of two
+processes saving the same key the first rename wins and the second discards its
+copy. :meth:`ChipCache.load` checks the manifest, every shape, dtype and
+checksum (SHA-256 of ~140 MB of chips takes under 0.1 s with SHA extensions);
+an entry that fails is logged, removed and reported as absent, never used.
+
+Bump :data:`FORMAT_VERSION` when the layout, or the chips that the composite and
+chip code make from the same inputs, change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+
+from landslide_lit import __version__
+from landslide_lit.data.chips import Chips, Keep
+from landslide_lit.data.composite import CompositeSettings
+from landslide_lit.regions import Region, data_root
+
+if TYPE_CHECKING:
+    from landslide_lit.data.datamodule import ChannelStats
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CACHE_DIR = ".chip_cache"
+MANIFEST = "manifest.json"
+TEMP_PREFIX = ".tmp-"
+STALE_TEMP_SECONDS = 3600
+ARRAY_MARKER = "__npy__"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """An entry's name and the canonical JSON of the inputs it was derived from."""
+
+    digest: str
+    canonical: str
+
+    @property
+    def ingredients(self) -> dict[str, Any]:
+        return json.loads(self.canonical)
+
+
+class CacheEntry(NamedTuple):
+    """What an entry holds: the chips, the region's channel statistics and its grid."""
+
+    chips: Chips
+    stats: ChannelStats
+    grid_info: dict[str, Any]
+
+
+class CorruptEntryError(ValueError):
+    """An entry whose files do not match its manifest."""
+
+
+@dataclass(frozen=True)
+class ChipCache:
+    """Chip cache entries under ``root`` (a directory it creates on the first save)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser())
+
+    @classmethod
+    def under(cls, root: str | os.PathLike | None = None) -> ChipCache:
+        """The cache in ``<data root>/.chip_cache`` (data root as in :func:`data_root`)."""
+        return cls(data_root(root) / CACHE_DIR)
+
+    def key(
+        self,
+        cube_path: str | os.PathLike,
+        region: Region,
+        channels: Sequence[str],
+        composite: CompositeSettings,
+        chip_size: int,
+        stride: int | None,
+        keep: Keep,
+    ) -> CacheKey:
+        """The key of the chips made from this cube with these settings.
+
+        Ingredients: the cache format and package versions, the cube's resolved
+        path and :func:`cube_fingerprint`, every field of ``region`` and of
+        ``composite``, the channels, chip size, stride (None counts as the chip
+        size, which it means) and keep filter.
+        """
+        ingredients = {
+            "format": FORMAT_VERSION,
+            "package": __version__,
+            "cube": cube_fingerprint(cube_path),
+            "region": dataclasses.asdict(region),
+            "channels": list(channels),
+            "composite": dataclasses.asdict(composite),
+            "chip_size": chip_size,
+            "stride": stride or chip_size,
+            "keep": keep,
+        }
+        canonical = json.dumps(ingredients, sort_keys=True, separators=(",", ":"))
+        return CacheKey(hashlib.sha256(canonical.encode()).hexdigest(), canonical)
+
+    def path(self, key: CacheKey) -> Path:
+        """Where the entry of ``key`` lives (whether or not it exists)."""
+        return self.root / key.digest
+
+    def load(self, key: CacheKey) -> CacheEntry | None:
+        """The entry of ``key``, or None when there is none or it fails its checks.
+
+        A failing entry (missing manifest, truncated or altered file) is logged
+        and removed, so the caller rebuilds and saves it again.
+        """
+        path = self.path(key)
+        if not path.is_dir():
+            return None
+        try:
+            entry = _read_entry(path, key)
+        except Exception as error:  # anything unreadable is a cache miss, never a crash
+            log.warning(
+                "chip cache entry %s is unusable (%s: %s); removing it",
+                path,
+                type(error).__name__,
+                error,
+            )
+            self._discard(path)
+            return None
+        log.info("chip cache: %d chips from %s", len(entry.chips), path)
+        return entry
+
+    def save(
+        self, key: CacheKey, chips: Chips, stats: ChannelStats, grid_info: dict[str, Any]
+    ) -> Path:
+        """Store an entry atomically; return its path.
+
+        ``grid_info``: JSON-able values (dicts with str keys, lists, tuples, str,
+        numbers, bool, None) and numpy arrays anywhere inside; tuples come back
+        as lists, numpy scalars as Python numbers. An existing entry of ``key``
+        is kept as it is (a concurrent writer got there first).
+        """
+        if list(chips.channels) != key.ingredients["channels"]:
+            raise ValueError(
+                f"chips of channels {list(chips.channels)} saved under a key of "
+                f"channels {key.ingredients['channels']}"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._sweep_stale_temps()
+        final = self.path(key)
+        tmp = self.root / f"{TEMP_PREFIX}{key.digest[:12]}-{uuid.uuid4().hex}"
+        tmp.mkdir()  # not tempfile.mkdtemp: the entry keeps the umask's permissions
+        try:
+            _write_entry(tmp, key, chips, stats, grid_info)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+                log.info("chip cache entry %s was saved by another process; keeping it", final)
+            else:
+                _fsync_dir(self.root)
+                log.info("chip cache: saved %d chips to %s", len(chips), final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
+        return final
+
+    def clear(self) -> int:
+        """Remove every entry and leftover temporary directory; return the number of entries.
+
+        Only directories named like entries or temporaries are touched, so a
+        cache root pointed at a directory with other content loses nothing else.
+        """
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        for child in self.root.iterdir():
+            if child.is_dir() and _DIGEST.fullmatch(child.name):
+                self._discard(child)
+                removed += 1
+            elif child.is_dir() and child.name.startswith(TEMP_PREFIX):
+                shutil.rmtree(child, ignore_errors=True)
+        return removed
+
+    def _discard(self, path: Path) -> None:
+        """Rename ``path`` out of the way (atomic), then delete it."""
+        trash = self.root / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:  # another process removed it first
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _sweep_stale_temps(self) -> None:
+        """Delete temporaries left by writers that crashed over an hour ago."""
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for child in self.root.glob(f"{TEMP_PREFIX}*"):
+            try:
+                stale = child.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                continue
+            if stale:
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def clear_cache(root: str | os.PathLike | None = None) -> int:
+    """Empty the chip cache under data root ``root``; return the number of entries removed."""
+    return ChipCache.under(root).clear()
+
+
+def cube_fingerprint(cube_path: str | os.PathLike) -> dict[str, Any]:
+    """A cheap identity of a cube's content from file metadata (no data is read).
+
+    A file (netCDF): its size and modification time. A directory (Zarr): its
+    number of files, total size, latest modification time and a SHA-256 of
+    every file's relative path, size and modification time.
+    """
+    path = Path(cube_path).resolve()
+    if path.is_file():
+        stat = path.stat()
+        return {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if not path.is_dir():
+        raise FileNotFoundError(f"no datacube at {path}")
+    listing = []
+    for folder, _, files in os.walk(path):
+        for name in files:
+            stat = os.stat(os.path.join(folder, name))
+            relative = os.path.relpath(os.path.join(folder, name), path)
+            listing.append((relative, stat.st_size, stat.st_mtime_ns))
+    listing.sort()
+    return {
+        "path": str(path),
+        "files": len(listing),
+        "bytes": sum(size for _, size, _ in listing),
+        "mtime_ns": max((mtime for *_, mtime in listing), default=0),
+        "listing_sha256": hashlib.sha256(json.dumps(listing).encode()).hexdigest(),
+    }
+
+
+# -- entry files ----------------------------------------------------------------
+
+
+def _write_entry(
+    folder: Path, key: CacheKey, chips: Chips, stats: ChannelStats, grid_info: dict[str, Any]
+) -> None:
+    arrays = {"images": chips.images.numpy(), "origins": chips.origins.numpy()}
+    if chips.targets is not None:
+        arrays["targets"] = chips.targets.numpy()
+    grid_arrays: dict[str, np.ndarray] = {}
+    grid_json = _extract_arrays(grid_info, grid_arrays)
+    arrays.update(grid_arrays)
+    files = {f"{name}.npy": _write_array(folder / f"{name}.npy", a) for name, a in arrays.items()}
+    manifest = {
+        "format": FORMAT_VERSION,
+        "digest": key.digest,
+        "ingredients": key.ingredients,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "chips": {"count": len(chips), "channels": list(chips.channels)},
+        "stats": {"mean": list(stats.mean), "std": list(stats.std)},
+        "grid_info": grid_json,
+        "files": files,
+    }
+    _write_bytes(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
+    _fsync_dir(folder)
+
+
+def _read_entry(folder: Path, key: CacheKey) -> CacheEntry:
+    from landslide_lit.data.datamodule import ChannelStats  # datamodule may import this module
+
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if manifest["digest"] != key.digest:
+        raise CorruptEntryError(f"its manifest is not that of key {key.digest}")
+    arrays = {
+        name.removesuffix(".npy"): _read_array(folder / name, meta)
+        for name, meta in manifest["files"].items()
+    }
+    targets = arrays.get("targets")
+    chips = Chips(
+        images=torch.from_numpy(arrays["images"]),
+        targets=None if targets is None else torch.from_numpy(targets),
+        origins=torch.from_numpy(arrays["origins"]),
+        channels=tuple(manifest["chips"]["channels"]),
+    )
+    if len(chips) != manifest["chips"]["count"]:
+        raise CorruptEntryError(f"{len(chips)} chips, the manifest says {manifest['chips']}")
+    stats = ChannelStats(tuple(manifest["stats"]["mean"]), tuple(manifest["stats"]["std"]))
+    return CacheEntry(chips, stats, _insert_arrays(manifest["grid_info"], arrays))
+
+
+def _write_array(path: Path, array: np.ndarray) -> dict[str, Any]:
+    array = np.asarray(array, order="C")
+    with open(path, "xb") as file:
+        np.save(file, array, allow_pickle=False)
+        file.flush()
+        os.fsync(file.fileno())
+    return {"shape": list(array.shape), "dtype": array.dtype.str, "sha256": _checksum(array)}
+
+
+def _read_array(path: Path, meta: dict[str, Any]) -> np.ndarray:
+    array = np.load(path, mmap_mode=None, allow_pickle=False)
+    if list(array.shape) != meta["shape"] or array.dtype.str != meta["dtype"]:
+        raise CorruptEntryError(
+            f"{path.name} is {array.dtype.str} {list(array.shape)}, "
+            f"the manifest says {meta['dtype']} {meta['shape']}"
+        )
+    if _checksum(array) != meta["sha256"]:
+        raise CorruptEntryError(f"{path.name} fails its SHA-256 checksum")
+    return array
+
+
+def _checksum(array: np.ndarray) -> str:
+    """SHA-256 of a C-contiguous array's bytes (any dtype, datetimes included)."""
+    return hashlib.sha256(array.reshape(-1).view(np.uint8)).hexdigest()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "xb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a directory's entries durable (POSIX; elsewhere a rename is what there is)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _extract_arrays(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """``value`` as JSON, each numpy array moved into ``arrays`` and left as a marker."""
+    if isinstance(value, np.ndarray):
+        name = f"grid_{len(arrays)}"
+        arrays[name] = value
+        return {ARRAY_MARKER: name}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"grid_info: dict keys must be str, got {list(value)}")
+        return {k: _extract_arrays(v, arrays) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_extract_arrays(v, arrays) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"grid_info: cannot store a {type(value).__name__}")
+
+
+def _insert_arrays(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """The inverse of :func:`_extract_arrays`."""
+    if isinstance(value, dict):
+        if set(value) == {ARRAY_MARKER}:
+            return arrays[value[ARRAY_MARKER]]
+        return {k: _insert_arrays(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_insert_arrays(v, arrays) for v in value]
+    return value
