@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 import xarray as xr
 from lightning.pytorch.callbacks import BasePredictionWriter
 
@@ -54,12 +55,27 @@ class ProbabilityMapWriter(BasePredictionWriter):
             self._maps[region][y : y + size, x : x + size] = chip
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        maps = {region: _merge_ranks(p, pl_module.device) for region, p in self._maps.items()}
+        # trainer.log_dir is a collective under DDP: every rank asks, rank 0 writes
         folder = Path(self.output_dir or Path(trainer.log_dir or ".") / "predictions")
+        if not trainer.is_global_zero:
+            return
         folder.mkdir(parents=True, exist_ok=True)
-        for region, probability in self._maps.items():
+        for region, probability in maps.items():
             path = folder / f"{region}_landslide_probability.nc"
             probability_map(probability, trainer.datamodule.grids[region]).to_netcdf(path)
             log.info("wrote the %s landslide probability map to %s", region, path)
+
+
+def _merge_ranks(probability: np.ndarray, device: torch.device) -> np.ndarray:
+    """Under DDP each process predicted some chips: combine them (others' pixels are NaN)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return probability
+    merged = torch.from_numpy(np.nan_to_num(probability, nan=-1.0)).to(device)
+    dist.all_reduce(merged, op=dist.ReduceOp.MAX)  # probabilities >= 0 beat the -1 fill
+    out = merged.cpu().numpy()
+    out[out < 0] = np.nan
+    return out
 
 
 def probability_map(probability: np.ndarray, grid: xr.Dataset) -> xr.Dataset:

@@ -7,13 +7,16 @@ Logged keys, with one validation/test dataloader per region (names from the data
 ``dataloader_regions(stage)``, or ``all`` without one):
 
 - ``train/loss`` (epoch mean);
-- ``val/<region>/<name>`` and ``test/<region>/<name>`` for ``loss``, ``auprc`` (exact
-  average precision, as published), ``auroc``, ``f1`` and ``iou`` (probability > 0.5) and
-  ``no_skill`` (the fraction of landslide pixels: the AUPRC of a classifier without skill);
+- ``val/<region>/<name>`` and ``test/<region>/<name>`` for ``loss``, ``auprc`` (average
+  precision: exact in test, as published; binned in validation unless ``val_auprc`` is
+  ``exact``), ``auroc`` (likewise), ``f1`` and ``iou`` (probability > 0.5) and ``no_skill``
+  (the fraction of landslide pixels: the AUPRC of a classifier without skill);
 - ``val/auprc``: the AUPRC of the first validation region, the scalar to monitor.
 
 Metrics are computed over all pixels of a region's chips at epoch end; with
-``ignore_invalid`` only over pixels with SAR data.
+``ignore_invalid`` only over pixels with SAR data. Under DDP each process evaluates its
+own chips (the datamodule shards them without repeats) and the metric states are
+gathered or summed, so the figures equal a single process's.
 """
 
 from __future__ import annotations
@@ -72,6 +75,103 @@ class PositiveFraction(Metric):
     def compute(self) -> Tensor:
         """The fraction of positive pixels seen since the last reset."""
         return self.positives / self.total
+
+
+class BatchMean(Metric):
+    """Mean of per-batch values weighted by batch size, with sums reduced across ranks.
+
+    Logs the evaluation loss: Lightning's own ``sync_dist`` epoch mean floors the summed
+    batch sizes when ranks ran different numbers of chips (Lightning issue #21859).
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor, batch_size: int) -> None:
+        """Add a batch's mean ``value`` over ``batch_size`` items."""
+        self.total += value.detach().float() * batch_size
+        self.weight += batch_size
+
+    def compute(self) -> Tensor:
+        """The mean over every item seen since the last reset."""
+        return self.total / self.weight
+
+
+class _ProbabilityHistogram(Metric):
+    """Pixel counts per probability bin and class: constant memory, summed across ranks.
+
+    ``bins`` bins split logit(p) equally over [-16, 16], i.e. p from 1.1e-7 to
+    1 - 1.1e-7 (sigmoids in float32 hardly get closer to 1); the end bins also take
+    the tails. Logit bins are fine near 0 and 1, where trained models put most pixels,
+    and 1.2e-4 wide in p around 0.5 with the default 65536 bins. Curves use the bins'
+    lower edges as thresholds: they are the exact curves of the probabilities rounded
+    down to a bin edge, so a metric differs from its exact value only where scores of
+    both classes share a bin. ``update`` takes probabilities and 0/1 targets.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    logit_range = 16.0
+
+    def __init__(self, bins: int = 65536, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if bins < 2:
+            raise ValueError(f"bins={bins}: need at least 2")
+        self.bins = bins
+        # counts[c, k]: pixels of class c in bin k
+        self.add_state("counts", torch.zeros(2, bins, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Count ``preds`` (probabilities) per bin and ``target`` class."""
+        span = self.logit_range
+        logit = torch.logit(preds.detach().flatten().float()).clamp_(-span, span)
+        index = ((logit + span) * (self.bins / (2 * span))).long().clamp_(0, self.bins - 1)
+        index += target.flatten().long() * self.bins
+        self.counts += torch.bincount(index, minlength=2 * self.bins).view(2, self.bins)
+
+    def _rates(self) -> tuple[Tensor, Tensor, Tensor]:
+        """True and false positives above each threshold, highest first, and all positives."""
+        above = self.counts.flip(1).cumsum(1).double()
+        return above[1], above[0], above[1, -1]
+
+
+class BinnedAveragePrecision(_ProbabilityHistogram):
+    """Average precision from a probability histogram (0 without positive pixels).
+
+    Measured against the exact ``BinaryAveragePrecision`` with the default 65536 bins:
+    it reads low by at most 1.3e-4 over 1M-pixel sets with 5 % positives (scores of
+    untrained to very confident models) and by 3e-5 on a trained tiny U-Net's 2.4M
+    Hokkaido and 1M Talakmau pixels. Its state is 1 MB whatever the number of pixels
+    (the exact one keeps 12 bytes a pixel on every device and gathers them all).
+    """
+
+    def compute(self) -> Tensor:
+        """Sum over thresholds of precision times the recall gained there."""
+        tp, fp, positives = self._rates()
+        precision = tp / (tp + fp).clamp_min(1)
+        gained = torch.diff(tp, prepend=tp.new_zeros(1)) / positives.clamp_min(1)
+        return (precision * gained).sum().float()
+
+
+class BinnedAUROC(_ProbabilityHistogram):
+    """Area under the ROC curve from a probability histogram (0 without either class).
+
+    Within 5e-6 of the exact ``BinaryAUROC`` in the measurements of
+    :class:`BinnedAveragePrecision`.
+    """
+
+    def compute(self) -> Tensor:
+        """Trapezoidal area under (false positive rate, true positive rate)."""
+        tp, fp, positives = self._rates()
+        zero = tp.new_zeros(1)
+        tpr = torch.cat([zero, tp / positives.clamp_min(1)])
+        fpr = torch.cat([zero, fp / fp[-1].clamp_min(1)])
+        return torch.trapezoid(tpr, fpr).float()
 
 
 class BCEWithLogits(nn.Module):
@@ -157,6 +257,11 @@ class LandslideSegmenter(L.LightningModule):
         optimizer: optimiser factory, called with the parameters.
         lr_scheduler: optional scheduler factory, called with the optimiser.
         scheduler_monitor: logged key a ``ReduceLROnPlateau`` scheduler follows.
+        val_auprc: validation AUPRC and AUROC ``binned`` (constant memory, states summed
+            across processes; see :class:`BinnedAveragePrecision`) or ``exact`` (every
+            pixel kept on every device and gathered at epoch end). Test metrics are
+            always exact.
+        auprc_bins: probability bins of the binned validation metrics.
     """
 
     def __init__(
@@ -172,6 +277,8 @@ class LandslideSegmenter(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_monitor: str = "train/loss",
+        val_auprc: Literal["exact", "binned"] = "binned",
+        auprc_bins: int = 65536,
     ) -> None:
         super().__init__()
         # Factories stay out of the checkpoint: classes and partials would not load with
@@ -180,6 +287,7 @@ class LandslideSegmenter(L.LightningModule):
         self.make_optimizer = optimizer
         self.make_lr_scheduler = lr_scheduler
         self.metrics = nn.ModuleDict()
+        self.losses = nn.ModuleDict()
         self.configure_models()
         self.configure_losses()
 
@@ -243,11 +351,26 @@ class LandslideSegmenter(L.LightningModule):
         self.criteria = nn.ModuleList(factories[term]() for term in terms)
 
     def configure_metrics(self, prefix: str, regions: list[str]) -> nn.ModuleDict:
-        """One metric collection per region, keyed by region, logging ``prefix/region/name``."""
-        metrics = MetricCollection(
-            {
+        """One metric collection per region, keyed by region, logging ``prefix/region/name``.
+
+        Validation AUPRC and AUROC are binned unless ``val_auprc="exact"``; the two binned
+        metrics share one histogram (a torchmetrics compute group), as the exact ones share
+        their stored pixels.
+        """
+        hp = self.hparams
+        if prefix == "val" and hp.val_auprc == "binned":
+            curves = {
+                "auprc": BinnedAveragePrecision(hp.auprc_bins),
+                "auroc": BinnedAUROC(hp.auprc_bins),
+            }
+        else:
+            curves = {
                 "auprc": BinaryAveragePrecision(thresholds=None),
                 "auroc": BinaryAUROC(thresholds=None),
+            }
+        metrics = MetricCollection(
+            {
+                **curves,
                 "f1": BinaryF1Score(threshold=0.5),
                 "iou": BinaryJaccardIndex(threshold=0.5),
                 "no_skill": PositiveFraction(),
@@ -256,10 +379,12 @@ class LandslideSegmenter(L.LightningModule):
         return nn.ModuleDict({r: metrics.clone(prefix=f"{prefix}/{r}/") for r in regions})
 
     def setup(self, stage: str) -> None:
-        """Build the metrics of this stage's evaluation regions."""
+        """Build the metrics and loss means of this stage's evaluation regions."""
         if stage in _EVAL_STAGES:
             prefix, loader_stage = _EVAL_STAGES[stage]
-            self.metrics[prefix] = self.configure_metrics(prefix, self._regions(loader_stage))
+            regions = self._regions(loader_stage)
+            self.metrics[prefix] = self.configure_metrics(prefix, regions)
+            self.losses[prefix] = nn.ModuleDict({r: BatchMean() for r in regions})
 
     def _regions(self, stage: str) -> list[str]:
         """Region names of the datamodule's dataloaders, or ``["all"]`` without them."""
@@ -282,6 +407,8 @@ class LandslideSegmenter(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Loss of one training batch, logged as ``train/loss``."""
         loss = self.compute_loss(self(batch["image"]), batch)
+        # Reduced once, at epoch end; every rank runs the same batches (the training
+        # sampler pads), so Lightning's sync_dist epoch mean is exact here.
         self.log(
             "train/loss",
             loss,
@@ -312,14 +439,7 @@ class LandslideSegmenter(L.LightningModule):
         region = regions[dataloader_idx]
         logits = self(batch["image"])
         loss = self.compute_loss(logits, batch)
-        self.log(
-            f"{prefix}/{region}/loss",
-            loss,
-            on_epoch=True,
-            sync_dist=True,
-            add_dataloader_idx=False,
-            batch_size=logits.shape[0],
-        )
+        self.losses[prefix][region].update(loss, logits.shape[0])
         probability, target = logits.detach().float().sigmoid(), batch["mask"].long()
         if self.hparams.ignore_invalid:
             probability, target = probability[batch["valid"]], target[batch["valid"]]
@@ -337,10 +457,12 @@ class LandslideSegmenter(L.LightningModule):
 
     def _log_metrics(self, prefix: str) -> dict[str, Tensor]:
         values = {}
-        for collection in self.metrics[prefix].values():
+        for region, collection in self.metrics[prefix].items():
             values.update(collection.compute())
             collection.reset()
-        # compute() gathered every rank's pixels already; sync_dist averages equal values.
+            values[f"{prefix}/{region}/loss"] = self.losses[prefix][region].compute()
+            self.losses[prefix][region].reset()
+        # compute() reduced every rank's states already; sync_dist averages equal values.
         self.log_dict(values, sync_dist=True)
         return values
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 from lightning.pytorch.trainer.states import RunningStage
 
 from landslide_lit.augment import SarAugmentation
+from landslide_lit.data.composite import CompositeSettings
 from landslide_lit.data.datamodule import LandslideDataModule
 
 
@@ -107,3 +110,29 @@ def test_block_split_is_spatially_disjoint(synthetic_root):
     blocks = {k: {tuple(o) for o in (origins[v] // 256).tolist()} for k, v in splits.items()}
     assert not blocks["train"] & blocks["val"] and not blocks["train"] & blocks["test"]
     assert np.isclose(sum(len(v) for v in splits.values()), len(origins))
+
+
+def test_chip_cache_is_built_once_and_reused(synthetic_root, tmp_path, caplog):
+    root = tmp_path / "root"
+    shutil.copytree(synthetic_root, root, ignore=shutil.ignore_patterns(".chip_cache"))
+    with caplog.at_level(logging.INFO, logger="landslide_lit"):
+        first = make_datamodule(str(root))
+        built = first.chips(first.train_region)
+        assert "built from" in caplog.text
+        caplog.clear()
+        second = make_datamodule(str(root))
+        cached = second.chips(second.train_region)
+        assert "from the chip cache" in caplog.text
+    assert torch.equal(cached.images.nan_to_num(-9), built.images.nan_to_num(-9))
+    assert torch.equal(cached.targets, built.targets) and torch.equal(cached.origins, built.origins)
+    assert second.region_stats(second.train_region) == first.region_stats(first.train_region)
+    assert second.grids["hokkaido"].attrs["crs"] == first.grids["hokkaido"].attrs["crs"]
+    np.testing.assert_array_equal(second.grids["hokkaido"]["x"], first.grids["hokkaido"]["x"])
+    # another setting is another entry; cache=False never reads or writes one
+    entries = set((root / ".chip_cache").iterdir())
+    make_datamodule(str(root), composite=CompositeSettings(before=2)).chips(first.train_region)
+    assert len(set((root / ".chip_cache").iterdir()) - entries) == 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="landslide_lit"):
+        make_datamodule(str(root), cache=False).chips(first.train_region)
+    assert "built from" in caplog.text and "chip cache" not in caplog.text

@@ -34,13 +34,20 @@ def open_region_cube(
     region: Region, root: str | os.PathLike | None = None, synthetic: bool = False
 ) -> xr.Dataset:
     """Open ``region``'s cube under the data root (or its synthetic twin)."""
+    return open_cube(region_cube_path(region, root, synthetic), region.names)
+
+
+def region_cube_path(
+    region: Region, root: str | os.PathLike | None = None, synthetic: bool = False
+) -> Path:
+    """The existing cube of ``region`` (a synthetic one may be Zarr or netCDF), or an error."""
     path = region.cube_path(root, synthetic=synthetic)
     if synthetic and not path.exists():
         netcdf = path.with_suffix(".nc")
         path = netcdf if netcdf.exists() else path
     if not path.exists():
         raise CubeError(_missing_cube_message(region, path, root, synthetic))
-    return open_cube(path, region.names)
+    return path
 
 
 def _missing_cube_message(

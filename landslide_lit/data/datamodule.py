@@ -12,16 +12,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
 import xarray as xr
-from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from torch.utils.data import DataLoader, Dataset
 
 from landslide_lit.augment import SarAugmentation
+from landslide_lit.data.cache import ChipCache
 from landslide_lit.data.chips import Chips, Keep, extract_chips
 from landslide_lit.data.composite import (
     SAR_CHANNELS,
@@ -29,7 +31,15 @@ from landslide_lit.data.composite import (
     build_composite,
     resolve_channels,
 )
-from landslide_lit.data.cube import open_region_cube
+from landslide_lit.data.cube import open_cube, region_cube_path
+from landslide_lit.distributed import (
+    EvaluationShard,
+    batch_seed,
+    rank_and_world,
+    run_seed,
+    seeded_rng,
+    training_shard,
+)
 from landslide_lit.regions import Region, get_region
 
 log = logging.getLogger(__name__)
@@ -152,6 +162,10 @@ class LandslideDataModule(L.LightningDataModule):
         block_chips: block side in chips for ``split: block``.
         norm_stats: ``region`` standardises each region with its own statistics
             (as the published code); ``train`` uses the train region's for all.
+        cache: keep prepared chips and statistics in ``<root>/.chip_cache`` (keyed by the
+            cube, its modification and every setting that shapes the chips), built once
+            in ``prepare_data`` and read by every rank and later run; clear it with
+            ``landslide-lit cache clear``.
         augment: on-device training augmentations (None: off; ``{}`` in YAML: the
             seed paper's four with their defaults). Their SAR channels are set here.
         batch_size: chips per batch.
@@ -175,6 +189,7 @@ class LandslideDataModule(L.LightningDataModule):
         split_seed: int = 42,
         block_chips: int = 4,
         norm_stats: Literal["region", "train"] = "region",
+        cache: bool = True,
         augment: SarAugmentation | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
@@ -197,6 +212,7 @@ class LandslideDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.block_chips = block_chips
         self.norm_stats = norm_stats
+        self.cache = cache
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.train_region = get_region(train_region)
@@ -230,10 +246,27 @@ class LandslideDataModule(L.LightningDataModule):
         raise ValueError(f"unknown stage {stage!r}")
 
     def prepare_data(self) -> None:
-        """Generate missing synthetic cubes (once per node)."""
+        """Once per node: generate missing synthetic cubes and fill the chip cache."""
         if self.synthetic:
             for region in {r.name: r for r in self._all_regions()}.values():
                 self._ensure_synthetic(region)
+        if self.cache and self.trainer is not None:
+            for region, keep in self._needed_chips(self.trainer.state.fn):
+                self.chips(region, keep)
+
+    def _needed_chips(self, fn: TrainerFn | None) -> list[tuple[Region, Keep]]:
+        """The (region, keep) chip sets a trainer function reads."""
+        needed = {
+            TrainerFn.FITTING: [self.train_region, *self._eval_regions("validate")],
+            TrainerFn.VALIDATING: self._eval_regions("validate"),
+            TrainerFn.TESTING: self._eval_regions("test"),
+        }.get(fn, [])
+        if self.norm_stats == "train" and self.checkpoint_train_stats is None:
+            needed.append(self.train_region)
+        pairs = [(region, self.keep) for region in needed]
+        if fn == TrainerFn.PREDICTING:
+            pairs += [(region, "valid") for region in self._eval_regions("predict")]
+        return pairs
 
     def _all_regions(self) -> list[Region]:
         return [self.train_region, self.test_region, *filter(None, [self.validate_region])]
@@ -247,45 +280,77 @@ class LandslideDataModule(L.LightningDataModule):
             write_synthetic_cube(region, root=self.root)
 
     def chips(self, region: Region, keep: Keep | None = None) -> Chips:
-        """The chips of ``region`` (built on first use, then kept in memory)."""
+        """The chips of ``region``: from memory, else the chip cache, else built (and cached)."""
         keep = keep or self.keep
-        key = (region.name, keep)
-        if key not in self._chips:
-            if self.synthetic:
-                self._ensure_synthetic(region)
-            cube = open_region_cube(region, self.root, synthetic=self.synthetic)
-            composite = build_composite(cube, region, self.channel_names, self.composite)
-            image = composite["image"].values
-            self.grids[region.name] = _grid_of(composite)
-            label = composite["label"].values if "label" in composite else None
-            self.stats.setdefault(
-                region.name, ChannelStats.of(image, self.channel_names, region.name)
+        if (region.name, keep) not in self._chips:
+            self._chips[region.name, keep] = self._load_or_build(region, keep)
+        return self._chips[region.name, keep]
+
+    def _load_or_build(self, region: Region, keep: Keep) -> Chips:
+        if self.synthetic:
+            self._ensure_synthetic(region)
+        path = region_cube_path(region, self.root, synthetic=self.synthetic)
+        cache = ChipCache.under(self.root) if self.cache else None
+        key = None
+        if cache is not None:
+            key = cache.key(
+                path, region, self.channel_names, self.composite, self.chip_size, self.stride, keep
             )
-            chips = extract_chips(
-                image,
-                label,
-                self.channel_names,
-                self.sar_channel_indices,
-                size=self.chip_size,
-                stride=self.stride,
-                keep=keep,
+            entry = cache.load(key)
+            if entry is not None:
+                chips, stats, grid_info = entry
+                self.stats.setdefault(region.name, stats)
+                self.grids[region.name] = xr.Dataset.from_dict(grid_info)
+                source = f"from the chip cache {cache.path(key)}"
+                self._log_chips(region, chips, keep, source, self.grids[region.name].attrs)
+                return chips
+        chips, stats, grid = self._build(region, keep, path)
+        self.stats.setdefault(region.name, stats)
+        self.grids[region.name] = grid
+        if cache is not None:
+            cache.save(key, chips, stats, grid.to_dict(data="array"))
+        return chips
+
+    def _build(
+        self, region: Region, keep: Keep, path: Path
+    ) -> tuple[Chips, ChannelStats, xr.Dataset]:
+        """Composite -> statistics over the whole region -> chips."""
+        composite = build_composite(
+            open_cube(path, region.names), region, self.channel_names, self.composite
+        )
+        image = composite["image"].values
+        label = composite["label"].values if "label" in composite else None
+        stats = ChannelStats.of(image, self.channel_names, region.name)
+        chips = extract_chips(
+            image,
+            label,
+            self.channel_names,
+            self.sar_channel_indices,
+            size=self.chip_size,
+            stride=self.stride,
+            keep=keep,
+        )
+        if len(chips) == 0:
+            raise ValueError(
+                f"region {region.name}: no {keep} {self.chip_size}-pixel chips "
+                f"in its {image.shape[1]} x {image.shape[2]} composite"
             )
-            if len(chips) == 0:
-                raise ValueError(
-                    f"region {region.name}: no {keep} {self.chip_size}-pixel chips "
-                    f"in its {image.shape[1]} x {image.shape[2]} composite"
-                )
-            log.info(
-                "%s: %d %s chips of %d px, before %s, after %s",
-                region.name,
-                len(chips),
-                keep,
-                self.chip_size,
-                composite.attrs.get("before_acquisitions", "-"),
-                composite.attrs.get("after_acquisitions", "-"),
-            )
-            self._chips[key] = chips
-        return self._chips[key]
+        self._log_chips(region, chips, keep, f"built from {path}", composite.attrs)
+        return chips, stats, _grid_of(composite)
+
+    def _log_chips(
+        self, region: Region, chips: Chips, keep: Keep, source: str, attrs: dict[str, Any]
+    ) -> None:
+        log.info(
+            "%s: %d %s chips of %d px (before %s, after %s), %s",
+            region.name,
+            len(chips),
+            keep,
+            self.chip_size,
+            attrs.get("before_acquisitions", "-"),
+            attrs.get("after_acquisitions", "-"),
+            source,
+        )
 
     def splits(self) -> dict[Split, torch.Tensor]:
         """Train/val/test chip indices of the train region."""
@@ -333,26 +398,32 @@ class LandslideDataModule(L.LightningDataModule):
 
     # -- loaders ----------------------------------------------------------
 
-    def _loader(self, dataset: ChipDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: ChipDataset, train: bool = False) -> DataLoader:
+        """A loader of this process's shard (see :mod:`landslide_lit.distributed`)."""
+        rank, world = rank_and_world(self.trainer)
+        if train:
+            sampler = training_shard(dataset, world, rank, seed=run_seed())
+        else:
+            sampler = EvaluationShard(dataset, world, rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._datasets["train"][0], shuffle=True)
+        return self._loader(self._datasets["train"][0], train=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(d, shuffle=False) for d in self._datasets["val"]]
+        return [self._loader(d) for d in self._datasets["val"]]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(d, shuffle=False) for d in self._datasets["test"]]
+        return [self._loader(d) for d in self._datasets["test"]]
 
     def predict_dataloader(self) -> list[DataLoader]:
-        return [self._loader(d, shuffle=False) for d in self._datasets["predict"]]
+        return [self._loader(d) for d in self._datasets["predict"]]
 
     # -- on the device ------------------------------------------------------
 
@@ -363,12 +434,24 @@ class LandslideDataModule(L.LightningDataModule):
         batch = self.standardise(batch, self._batch_region(dataloader_idx))
         if self.trainer is not None and self.trainer.training and self.augmentation is not None:
             mask = batch.get("mask", torch.zeros_like(batch["valid"], dtype=batch["image"].dtype))
-            batch["image"], mask, batch["valid"] = self.augmentation(
-                batch["image"], mask, batch["valid"]
-            )
+            with seeded_rng(self._augmentation_seed(), batch["image"].device):
+                batch["image"], mask, batch["valid"] = self.augmentation(
+                    batch["image"], mask, batch["valid"]
+                )
             if "mask" in batch:
                 batch["mask"] = mask
         return batch
+
+    def _augmentation_seed(self) -> int:
+        """Seed of this training batch's draws: run seed, global rank, batches seen before it.
+
+        The count is the fit loop's (restored from checkpoints); a trainer-like object
+        without a rank or a fit loop counts as rank 0 from batch 0.
+        """
+        rank = getattr(self.trainer, "global_rank", 0)
+        loop = getattr(self.trainer, "fit_loop", None)
+        seen = 0 if loop is None else loop.epoch_loop.batch_progress.total.ready
+        return batch_seed(run_seed(), rank, seen)
 
     def standardise(
         self, batch: dict[str, torch.Tensor], region: Region

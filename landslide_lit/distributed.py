@@ -1,0 +1,106 @@
+"""Data-parallel runs: evaluation that gives one process's answer, reproducible training.
+
+The datamodule shards its own loaders, so every process sees a share fixed by the run
+seed, the epoch and its rank alone:
+
+- evaluation (validate, test, predict): :class:`EvaluationShard` gives rank ``r`` the
+  chips ``r, r + world, ...``; no chip is repeated or dropped, so metrics gathered over
+  the ranks equal those of a single process (Lightning's own ``DistributedSampler``
+  pads uneven sets with repeated chips); each rank predicts its own chips only;
+- training: :func:`training_shard`, torch's ``DistributedSampler`` shuffled by
+  ``(run seed, epoch)``; uneven sets are padded with up to ``world - 1`` chips from the
+  start of the epoch's permutation, so every rank runs the same number of steps.
+
+Both are ``DistributedSampler`` instances, which Lightning leaves in place whatever
+``Trainer(use_distributed_sampler=...)`` says.
+
+Augmentations draw from torch's global RNG, which ``seed_everything`` seeds alike on
+every rank. :func:`seeded_rng` forks it around each augmented batch and seeds it from
+:func:`batch_seed` (run seed, global rank, training batches seen so far): draws differ
+between ranks, repeat run after run, resume with a checkpoint and leave the global RNG
+as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sized
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DistributedSampler
+
+
+def run_seed() -> int:
+    """The run's seed: ``PL_GLOBAL_SEED``, which ``seed_everything`` sets on every rank, or 0.
+
+    Without a seed every rank must still agree on the training order, hence the fixed
+    fallback (Lightning's own distributed sampler falls back to 0 too).
+    """
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+def rank_and_world(trainer: Any) -> tuple[int, int]:
+    """``(global_rank, world_size)`` of a trainer; ``(0, 1)`` without one."""
+    if trainer is None:
+        return 0, 1
+    return trainer.global_rank, trainer.world_size
+
+
+class EvaluationShard(DistributedSampler):
+    """Rank ``rank``'s chips of an evaluation set: ``rank, rank + world, ...`` in order.
+
+    Shards differ in length by at most one and together hold every index exactly once.
+    Every rank needs at least one chip: a rank without batches would not join the
+    collective reductions of the epoch's metrics and the others would wait forever.
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int = 1, rank: int = 0) -> None:
+        if len(dataset) < num_replicas:
+            raise ValueError(
+                f"{len(dataset)} evaluation chips cannot be shared by {num_replicas} "
+                "processes: every process needs at least one; use fewer devices"
+            )
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+
+def training_shard(
+    dataset: Sized, num_replicas: int = 1, rank: int = 0, seed: int = 0
+) -> DistributedSampler:
+    """Rank ``rank``'s training chips: a permutation seeded ``seed + epoch``, dealt round-robin.
+
+    Uneven sets are padded (never dropped): the first ``-len % world`` chips of the
+    epoch's permutation are seen twice that epoch. Lightning calls ``set_epoch``.
+    """
+    return DistributedSampler(
+        dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False
+    )
+
+
+def batch_seed(seed: int, rank: int, batches_seen: int) -> int:
+    """A 64-bit seed for one training batch, well mixed from its three non-negative inputs."""
+    return int(np.random.SeedSequence((seed, rank, batches_seen)).generate_state(1, np.uint64)[0])
+
+
+@contextmanager
+def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's CPU generator and ``device``'s (when CUDA) inside; restore both after.
+
+    Only the batch's own CUDA device is forked and seeded; on the CPU this costs a
+    copy of the 5 kB generator state. Other accelerators' generators are left alone.
+    """
+    index = None
+    if device.type == "cuda":
+        index = torch.cuda.current_device() if device.index is None else device.index
+    with torch.random.fork_rng(devices=[] if index is None else [index], device_type="cuda"):
+        torch.random.default_generator.manual_seed(seed)
+        if index is not None:
+            torch.cuda.default_generators[index].manual_seed(seed)
+        yield
