@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
+from landslide_lit.checkpointing import resume_checkpoint
 from landslide_lit.data.composite import resolve_channels
 from landslide_lit.data.cube import CubeError
 from landslide_lit.data.datamodule import LandslideDataModule
@@ -63,7 +64,7 @@ class LandslideCLI(LightningCLI):
                         "init_args": {"save_dir": RUNS_DIR, "name": "landslide"},
                     },
                     {
-                        "class_path": "lightning.pytorch.loggers.CSVLogger",
+                        "class_path": "landslide_lit.checkpointing.ResumableCSVLogger",
                         "init_args": {"save_dir": RUNS_DIR, "name": "landslide"},
                     },
                 ],
@@ -73,15 +74,34 @@ class LandslideCLI(LightningCLI):
                         "init_args": {
                             "monitor": "val/auprc",
                             "mode": "max",
-                            "save_last": True,
                             "filename": "best-epoch{epoch:02d}",
                             "auto_insert_metric_name": False,
                         },
                     },
+                    # last.ckpt after every validation: since Lightning 2.6 `save_last`
+                    # writes it only together with a new best checkpoint
+                    {
+                        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                        "init_args": {"filename": "last"},
+                    },
                     {"class_path": "landslide_lit.maps.ProbabilityMapWriter"},
+                    {"class_path": "landslide_lit.checkpointing.CheckpointOnSigterm"},
                 ],
+                # add plugins with --trainer.plugins+=...; a plain --trainer.plugins replaces it
+                "trainer.plugins": [
+                    {"class_path": "landslide_lit.checkpointing.AtomicCheckpointIO"}
+                ],
+                # the data module shards every loader itself, evaluation without padding
+                "trainer.use_distributed_sampler": False,
             }
         )
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # before LightningCLI reads the checkpoint's hyperparameters: check it, resolve `last`
+        if self.config.get("subcommand") == "fit":
+            config = self.config.fit
+            config.ckpt_path = resume_checkpoint(config.ckpt_path, config.trainer)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -213,12 +233,31 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def cache_main(args: list[str]) -> None:
+    """`landslide-lit cache clear`: remove the prepared chips cached under a data root."""
+    from landslide_lit.data.cache import ChipCache
+
+    parser = argparse.ArgumentParser(
+        prog="landslide-lit cache",
+        description="Manage the chip cache (<data root>/.chip_cache).",
+    )
+    parser.add_argument("action", choices=("clear",))
+    parser.add_argument(
+        "--root", default=None, help="data root (default: $LANDSLIDE_LIT_DATA or ./data)"
+    )
+    options = parser.parse_args(args)
+    cache = ChipCache.under(options.root)
+    print(f"removed {cache.clear()} cache entries from {cache.root}")
+
+
 def _configure_logging() -> None:
     # The TensorBoard and CSV loggers share a run folder on purpose.
     warnings.filterwarnings(
         "ignore", message=r"Experiment logs directory .* exists and is not empty"
     )
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # main() leaves sys.argv as it is for Lightning's DDP launcher and passes args too
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
     # Evaluation runs keep the fit's ModelCheckpoint defaults; it saves nothing there.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
     if not log.handlers:
@@ -231,8 +270,8 @@ def _configure_logging() -> None:
 def main(args: list[str] | None = None) -> None:
     """Entry point of `landslide-lit` and `python -m landslide_lit`: errors in plain words."""
     if args is None:
-        # run() hands LightningCLI the (rewritten) arguments explicitly
-        args, sys.argv = sys.argv[1:], sys.argv[:1]
+        # sys.argv stays: Lightning's DDP launcher starts the other ranks with it
+        args = sys.argv[1:]
     try:
         run(args)
     except (CubeError, CheckpointError) as exc:
@@ -240,7 +279,7 @@ def main(args: list[str] | None = None) -> None:
 
 
 def run(args: list[str] | None = None) -> LandslideCLI | None:
-    """Run a `landslide-lit` command; returns the LightningCLI (None for synth and demo)."""
+    """Run a `landslide-lit` command; returns the LightningCLI (None for synth, cache, demo)."""
     _configure_logging()
     args = list(sys.argv[1:] if args is None else args)
     if args and args[0] == "synth":
@@ -250,6 +289,9 @@ def run(args: list[str] | None = None) -> LandslideCLI | None:
         from landslide_lit.demo import demo_main
 
         demo_main(args[1:])
+        return None
+    if args and args[0] == "cache":
+        cache_main(args[1:])
         return None
     args = resolve_bundled_configs(args)
     channels = None

@@ -24,13 +24,13 @@ as it was.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 
 def run_seed() -> int:
@@ -71,17 +71,60 @@ class EvaluationShard(DistributedSampler):
         return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
-def training_shard(
-    dataset: Sized, num_replicas: int = 1, rank: int = 0, seed: int = 0
-) -> DistributedSampler:
+class TrainingShard(DistributedSampler):
     """Rank ``rank``'s training chips: a permutation seeded ``seed + epoch``, dealt round-robin.
 
     Uneven sets are padded (never dropped): the first ``-len % world`` chips of the
-    epoch's permutation are seen twice that epoch. Lightning calls ``set_epoch``.
+    epoch's permutation are seen twice that epoch. ``skip`` items are left out of the
+    next epoch only, to pick up an epoch where a checkpoint left it.
     """
-    return DistributedSampler(
-        dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False
-    )
+
+    def __init__(self, dataset: Sized, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False
+        )
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        start, self.skip = self.skip, 0
+        return iter(indices[start:])
+
+
+def training_shard(
+    dataset: Sized, num_replicas: int = 1, rank: int = 0, seed: int = 0
+) -> TrainingShard:
+    """The training sampler of rank ``rank`` (see :class:`TrainingShard`)."""
+    return TrainingShard(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
+
+
+class ResumableLoader(DataLoader):
+    """A training loader that resumes mid-epoch exactly where its checkpoint was taken.
+
+    Lightning saves and restores the state of loaders that have ``state_dict``: here
+    the batches already done this epoch, which the next epoch's sampler skips (without
+    state Lightning would replay the epoch's first batches). ``__iter__`` sets the
+    sampler's epoch itself, because worker processes draw their indices before
+    Lightning calls ``set_epoch``.
+
+    Args:
+        progress: returns (epoch, batches done in it) of the running fit.
+    """
+
+    def __init__(self, *args: Any, progress: Callable[[], tuple[int, int]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_done": self.progress()[1]}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        done = int(state["batches_done"])
+        self.sampler.skip = done * self.batch_size if done < len(self) else 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self.sampler.set_epoch(self.progress()[0])
+        return super().__iter__()
 
 
 def batch_seed(seed: int, rank: int, batches_seen: int) -> int:

@@ -214,3 +214,15 @@ def test_missing_cube_is_one_line_not_a_traceback(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="error: datacube for region 'hokkaido' not found.*zenodo"):
         main(["fit", f"--data.root={tmp_path}", "--trainer.fast_dev_run=true", *TINY_MODEL])
+
+
+def test_cache_clear_command(synthetic_root, tmp_path, capsys):
+    from landslide_lit.data.datamodule import LandslideDataModule
+
+    datamodule = LandslideDataModule(root=str(tmp_path), synthetic=True)
+    (tmp_path / "synthetic").symlink_to(Path(synthetic_root) / "synthetic")
+    datamodule.chips(datamodule.test_region)
+    assert len(list((tmp_path / ".chip_cache").iterdir())) == 1
+    main(["cache", "clear", "--root", str(tmp_path)])
+    assert "removed 1 cache entries" in capsys.readouterr().out
+    assert not list((tmp_path / ".chip_cache").iterdir())

@@ -34,6 +34,7 @@ from landslide_lit.data.composite import (
 from landslide_lit.data.cube import open_cube, region_cube_path
 from landslide_lit.distributed import (
     EvaluationShard,
+    ResumableLoader,
     batch_seed,
     rank_and_world,
     run_seed,
@@ -398,23 +399,37 @@ class LandslideDataModule(L.LightningDataModule):
 
     # -- loaders ----------------------------------------------------------
 
-    def _loader(self, dataset: ChipDataset, train: bool = False) -> DataLoader:
-        """A loader of this process's shard (see :mod:`landslide_lit.distributed`)."""
+    def _loader(self, dataset: ChipDataset) -> DataLoader:
+        """An evaluation loader of this process's shard, each chip on one rank only."""
         rank, world = rank_and_world(self.trainer)
-        if train:
-            sampler = training_shard(dataset, world, rank, seed=run_seed())
-        else:
-            sampler = EvaluationShard(dataset, world, rank)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return DataLoader(dataset, sampler=EvaluationShard(dataset, world, rank), **self._loading)
+
+    @property
+    def _loading(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+        }
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._datasets["train"][0], train=True)
+        """This process's shuffled shard, resumable mid-epoch (see ResumableLoader)."""
+        dataset = self._datasets["train"][0]
+        rank, world = rank_and_world(self.trainer)
+        sampler = training_shard(dataset, world, rank, seed=run_seed())
+        return ResumableLoader(
+            dataset, sampler=sampler, progress=self._fit_progress, **self._loading
+        )
+
+    def _fit_progress(self) -> tuple[int, int]:
+        """(epoch, batches done in it) of the running fit; (0, 0) outside one."""
+        loop = getattr(self.trainer, "fit_loop", None)
+        if loop is None:
+            return 0, 0
+        return (
+            loop.epoch_progress.current.processed,
+            loop.epoch_loop.batch_progress.current.processed,
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(d) for d in self._datasets["val"]]
