@@ -169,10 +169,10 @@ class SarAugmentation(nn.Module):
 
     ``SarAugmentation()`` runs all four with their defaults (``{}`` in YAML) and
     :meth:`off` none; set a transform to None (``null``) to turn it off. Draws come
-    from torch's global RNG, so ``torch.manual_seed`` makes them reproducible (under DDP
-    seed each rank differently). The intensity transforms draw on the batch's device (the
-    noise map is batch-sized); the crop draws its gate and boxes on the CPU, so slicing
-    the boxes needs no device sync.
+    from torch's global RNG, so ``torch.manual_seed`` makes them reproducible; the data
+    module seeds them per batch from (run seed, rank, batches seen). The intensity
+    transforms draw on the batch's device (the noise map is batch-sized); the crop draws
+    its gate and boxes on the CPU, so slicing the boxes needs no device sync.
     """
 
     def __init__(

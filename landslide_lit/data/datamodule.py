@@ -169,7 +169,8 @@ class LandslideDataModule(L.LightningDataModule):
             ``landslide-lit cache clear``.
         augment: on-device training augmentations (None: off; ``{}`` in YAML: the
             seed paper's four with their defaults). Their SAR channels are set here.
-        batch_size: chips per batch.
+        batch_size: chips per batch and process (under DDP the effective batch is
+            batch_size x processes).
         num_workers: DataLoader worker processes.
     """
 
