@@ -26,12 +26,12 @@ demo: install
 	$(VENV)/bin/landslide-lit demo
 
 lint: install
-	$(VENV)/bin/ruff check landslide_lit tests
-	$(VENV)/bin/ruff format --check landslide_lit tests
+	$(VENV)/bin/ruff check landslide_lit tests bench
+	$(VENV)/bin/ruff format --check landslide_lit tests bench
 
 format: install
-	$(VENV)/bin/ruff check --fix landslide_lit tests
-	$(VENV)/bin/ruff format landslide_lit tests
+	$(VENV)/bin/ruff check --fix landslide_lit tests bench
+	$(VENV)/bin/ruff format landslide_lit tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
