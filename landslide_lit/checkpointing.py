@@ -35,7 +35,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from landslide_lit.runs import CHECKPOINT_GLOBS, read_checkpoint
+from landslide_lit.runs import checkpoint_folders, read_checkpoint
 
 log = logging.getLogger("landslide_lit")
 
@@ -124,16 +124,14 @@ class CheckpointOnSigterm(Callback):
 def last_checkpoint(directory: str | os.PathLike = ".", hpc_dir: str | None = None) -> Path | None:
     """The newest ``last*.ckpt`` of the fit runs under ``directory`` or ``hpc_ckpt_N.ckpt``.
 
-    Run folders are found as for validate/test (:data:`landslide_lit.runs.CHECKPOINT_GLOBS`);
+    Run folders are found as for validate/test (:func:`landslide_lit.runs.checkpoint_folders`);
     SLURM requeue checkpoints are looked for in ``hpc_dir`` (Lightning's
     ``default_root_dir``, default ``directory``).
     """
     directory = Path(directory)
     candidates = [
         checkpoint
-        for pattern in CHECKPOINT_GLOBS
-        for folder in directory.glob(pattern)
-        if not any(part.startswith(".") for part in folder.relative_to(directory).parts)
+        for folder in checkpoint_folders(directory)
         for checkpoint in folder.glob("last*.ckpt")
     ]
     hpc_files = (Path(hpc_dir) if hpc_dir else directory).glob("hpc_ckpt_*.ckpt")

@@ -33,12 +33,7 @@ def latest_best_checkpoint(directory: str | os.PathLike = ".") -> Path:
     its newest non-``last`` checkpoint.
     """
     directory = Path(directory)
-    folders = [
-        folder
-        for pattern in CHECKPOINT_GLOBS
-        for folder in directory.glob(pattern)
-        if any(folder.glob("*.ckpt")) and not _hidden(folder.relative_to(directory))
-    ]
+    folders = [folder for folder in checkpoint_folders(directory) if any(folder.glob("*.ckpt"))]
     if not folders:
         raise CheckpointError(
             f"no --ckpt_path given and no fit run found under {directory.resolve()} "
@@ -50,7 +45,10 @@ def latest_best_checkpoint(directory: str | os.PathLike = ".") -> Path:
     last = run / "last.ckpt"
     if last.exists():
         for state in read_checkpoint(last).get("callbacks", {}).values():
-            recorded = state.get("best_model_path") if isinstance(state, dict) else None
+            # only a monitoring ModelCheckpoint knows a best; one without a monitor
+            # (the run's `last` callback) records its latest save under that name
+            monitored = isinstance(state, dict) and state.get("monitor")
+            recorded = state.get("best_model_path") if monitored else None
             if recorded:
                 # a relative path is relative to where fit ran: the run's working directory
                 best = Path(recorded) if Path(recorded).is_absolute() else directory / recorded
@@ -60,8 +58,15 @@ def latest_best_checkpoint(directory: str | os.PathLike = ".") -> Path:
     return max(candidates, key=lambda c: c.stat().st_mtime)
 
 
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
+def checkpoint_folders(directory: str | os.PathLike = ".") -> list[Path]:
+    """The runs' checkpoint folders under ``directory`` (:data:`CHECKPOINT_GLOBS`), not hidden."""
+    directory = Path(directory)
+    return [
+        folder
+        for pattern in CHECKPOINT_GLOBS
+        for folder in directory.glob(pattern)
+        if not any(part.startswith(".") for part in folder.relative_to(directory).parts)
+    ]
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -226,3 +226,22 @@ def test_cache_clear_command(synthetic_root, tmp_path, capsys):
     main(["cache", "clear", "--root", str(tmp_path)])
     assert "removed 1 cache entries" in capsys.readouterr().out
     assert not list((tmp_path / ".chip_cache").iterdir())
+
+
+def test_best_checkpoint_comes_from_the_monitoring_callback(tmp_path):
+    folder = tmp_path / "runs" / "landslide" / "version_0" / "checkpoints"
+    folder.mkdir(parents=True)
+    best, last = folder / "best-epoch03.ckpt", folder / "last.ckpt"
+    callbacks = {
+        # the unmonitored `last` callback first: its best_model_path is its latest save
+        "ModelCheckpoint{'monitor': None}": {"monitor": None, "best_model_path": str(last)},
+        "ModelCheckpoint{'monitor': 'val/auprc'}": {
+            "monitor": "val/auprc",
+            "best_model_path": str(best),
+        },
+    }
+    for path in (best, last):
+        torch.save(
+            {"state_dict": {}, "datamodule_hyper_parameters": {}, "callbacks": callbacks}, path
+        )
+    assert latest_best_checkpoint(tmp_path) == best
