@@ -40,14 +40,21 @@ def open_region_cube(
 def region_cube_path(
     region: Region, root: str | os.PathLike | None = None, synthetic: bool = False
 ) -> Path:
-    """The existing cube of ``region`` (a synthetic one may be Zarr or netCDF), or an error."""
-    path = region.cube_path(root, synthetic=synthetic)
-    if synthetic and not path.exists():
-        netcdf = path.with_suffix(".nc")
-        path = netcdf if netcdf.exists() else path
-    if not path.exists():
-        raise CubeError(_missing_cube_message(region, path, root, synthetic))
+    """The existing cube of ``region``, or one clear error saying where to get it."""
+    path = existing_cube(region, root, synthetic)
+    if path is None:
+        expected = region.cube_path(root, synthetic=synthetic)
+        raise CubeError(_missing_cube_message(region, expected, root, synthetic))
     return path
+
+
+def existing_cube(
+    region: Region, root: str | os.PathLike | None = None, synthetic: bool = False
+) -> Path | None:
+    """``region``'s cube if it exists (a synthetic one as Zarr or netCDF), else None."""
+    path = region.cube_path(root, synthetic=synthetic)
+    candidates = (path, path.with_suffix(".nc")) if synthetic else (path,)
+    return next((c for c in candidates if c.exists()), None)
 
 
 def _missing_cube_message(

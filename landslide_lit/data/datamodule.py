@@ -31,7 +31,7 @@ from landslide_lit.data.composite import (
     build_composite,
     resolve_channels,
 )
-from landslide_lit.data.cube import open_cube, region_cube_path
+from landslide_lit.data.cube import existing_cube, open_cube, region_cube_path
 from landslide_lit.distributed import (
     EvaluationShard,
     ResumableLoader,
@@ -276,8 +276,8 @@ class LandslideDataModule(L.LightningDataModule):
     def _ensure_synthetic(self, region: Region) -> None:
         from landslide_lit.data.synthetic import write_synthetic_cube
 
-        path = region.cube_path(self.root, synthetic=True)
-        if not path.exists() and not path.with_suffix(".nc").exists():
+        if existing_cube(region, self.root, synthetic=True) is None:
+            path = region.cube_path(self.root, synthetic=True)
             log.info("generating a synthetic %s cube at %s", region.name, path)
             write_synthetic_cube(region, root=self.root)
 
@@ -293,24 +293,24 @@ class LandslideDataModule(L.LightningDataModule):
             self._ensure_synthetic(region)
         path = region_cube_path(region, self.root, synthetic=self.synthetic)
         cache = ChipCache.under(self.root) if self.cache else None
-        key = None
+        key = entry = None
         if cache is not None:
             key = cache.key(
                 path, region, self.channel_names, self.composite, self.chip_size, self.stride, keep
             )
             entry = cache.load(key)
-            if entry is not None:
-                chips, stats, grid_info = entry
-                self.stats.setdefault(region.name, stats)
-                self.grids[region.name] = xr.Dataset.from_dict(grid_info)
-                source = f"from the chip cache {cache.path(key)}"
-                self._log_chips(region, chips, keep, source, self.grids[region.name].attrs)
-                return chips
-        chips, stats, grid = self._build(region, keep, path)
+        if entry is None:
+            chips, stats, grid = self._build(region, keep, path)
+            if cache is not None:
+                cache.save(key, chips, stats, grid.to_dict(data="array"))
+        else:
+            chips, stats, grid_info = entry
+            grid = xr.Dataset.from_dict(grid_info)
+            self._log_chips(
+                region, chips, keep, f"from the chip cache {cache.path(key)}", grid.attrs
+            )
         self.stats.setdefault(region.name, stats)
         self.grids[region.name] = grid
-        if cache is not None:
-            cache.save(key, chips, stats, grid.to_dict(data="array"))
         return chips
 
     def _build(
