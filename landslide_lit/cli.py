@@ -251,10 +251,6 @@ def cache_main(args: list[str]) -> None:
 
 
 def _configure_logging() -> None:
-    # The TensorBoard and CSV loggers share a run folder on purpose.
-    warnings.filterwarnings(
-        "ignore", message=r"Experiment logs directory .* exists and is not empty"
-    )
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # main() leaves sys.argv as it is for Lightning's DDP launcher and passes args too
     warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
