@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo lint format clean
+.PHONY: install test test-all demo lint format clean bench bench-quick
 
 install: $(STAMP)
 
@@ -24,6 +24,14 @@ test-all: install
 
 demo: install
 	$(VENV)/bin/landslide-lit demo
+
+# Benchmarks against the performance targets (docs/performance.md); results in
+# build/bench/results.md. About 15 min on 2 CPU cores; bench-quick about 4 min.
+bench: install
+	$(PY) bench/run_all.py
+
+bench-quick: install
+	$(PY) bench/run_all.py --quick
 
 lint: install
 	$(VENV)/bin/ruff check landslide_lit tests bench

@@ -260,11 +260,14 @@ def cube_fingerprint(cube_path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_dir():
         raise FileNotFoundError(f"no datacube at {path}")
     listing = []
-    for folder, _, files in os.walk(path):
+    root = str(path)
+    for folder, _, files in os.walk(root):
+        # the relative path of folder/name, by slicing: os.path.relpath per file was half
+        # the time of a warm start on a cube of 4000 chunk files
+        prefix = "" if folder == root else folder[len(root) :].lstrip(os.sep) + os.sep
         for name in files:
             stat = os.stat(os.path.join(folder, name))
-            relative = os.path.relpath(os.path.join(folder, name), path)
-            listing.append((relative, stat.st_size, stat.st_mtime_ns))
+            listing.append((prefix + name, stat.st_size, stat.st_mtime_ns))
     listing.sort()
     return {
         "path": str(path),

@@ -202,9 +202,14 @@ def build_composite(
     needs_windows = any(_window_of(c) for c in channel_names)
     windows = select_windows(ds, region, settings) if needs_windows else None
 
-    planes = [_channel(ds, region, name, windows, settings, path) for name in channel_names]
+    # One (channel, y, x) array filled channel by channel: no list of planes to stack, so
+    # memory stays at the composite plus one channel's reads.
+    shape = (len(channel_names), ds.sizes[names.y], ds.sizes[names.x])
+    stack = np.empty(shape, np.float32)
+    for i, name in enumerate(channel_names):
+        _channel(ds, region, name, windows, settings, path, out=stack[i])
     image = xr.DataArray(
-        np.stack(planes).astype(np.float32, copy=False),
+        stack,
         dims=("channel", names.y, names.x),
         coords={"channel": list(channel_names)},
         name="image",
@@ -233,7 +238,9 @@ def _channel(
     windows: Windows | None,
     settings: CompositeSettings,
     path: object,
-) -> np.ndarray:
+    out: np.ndarray,
+) -> None:
+    """Write ``channel`` (y, x) into ``out``."""
     names = region.names
     window = _window_of(channel)
     if window is not None:
@@ -241,14 +248,16 @@ def _channel(
         var = {"vv": names.vv, "vh": names.vh}.get(base, base)
         require_variables(ds, [var], names, path, dims=(names.time, names.y, names.x))
         indices = getattr(windows, window)
-        return _reduce_over_time(
-            ds[var], names.time, indices, settings, var in (names.vv, names.vh), path
+        _reduce_over_time(
+            ds[var], names.time, indices, settings, var in (names.vv, names.vh), path, out
         )
+        return
     if "@" in channel:
         var, _, pair = channel.rpartition("@")
         require_variables(ds, [var], names, path, dims=(names.pair, names.y, names.x))
         try:
-            return ds[var].isel({names.pair: int(pair)}).values
+            out[...] = ds[var].isel({names.pair: int(pair)}).values
+            return
         except (ValueError, IndexError):
             raise CubeError(
                 f"{path}: channel {channel!r}: pair index {pair!r} is not an integer in "
@@ -261,7 +270,7 @@ def _channel(
         "dem_curvature": names.curvature,
     }.get(channel, channel)
     require_variables(ds, [var], names, path, dims=(names.y, names.x))
-    return ds[var].values
+    out[...] = ds[var].values
 
 
 def _reduce_over_time(
@@ -271,22 +280,35 @@ def _reduce_over_time(
     settings: CompositeSettings,
     log_amplitude: bool,
     path: object,
-) -> np.ndarray:
-    """Mean (streamed, one slice in memory) or median of the chosen timesteps."""
+    out: np.ndarray,
+) -> None:
+    """Mean (streamed, one slice in memory) or median of the chosen timesteps, into ``out``.
+
+    The mean sums in float64 and divides by the per-pixel count of finite values (NaN
+    where there is none), written to float32 ``out`` by the division itself.
+    """
     slices = (_read_slice(var, time_dim, i, settings, log_amplitude, path) for i in indices)
     if settings.reducer == "median":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
-            return np.nanmedian(np.stack(list(slices)), axis=0).astype(np.float32)
+            out[...] = np.nanmedian(np.stack(list(slices)), axis=0)
+        return
+    if len(indices) == 1:  # the mean of one value is that value: no float64 round trip
+        plane = next(slices)
+        np.copyto(out, plane)
+        out[~np.isfinite(plane)] = np.nan
+        return
     total = count = None
     for plane in slices:
         finite = np.isfinite(plane)
         if total is None:
-            total, count = np.zeros(plane.shape, np.float64), np.zeros(plane.shape, np.int32)
-        total += np.where(finite, plane, 0.0)
+            total = np.zeros(plane.shape, np.float64)
+            count = np.zeros(plane.shape, np.uint8 if len(indices) < 256 else np.int32)
+        plane[~finite] = 0.0  # our own copy (see _read_slice)
+        total += plane
         count += finite
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (total / count).astype(np.float32)
+        np.divide(total, count, out=out, casting="same_kind")
 
 
 def _read_slice(
@@ -297,8 +319,11 @@ def _read_slice(
     log_amplitude: bool,
     path: object,
 ) -> np.ndarray:
-    # A copy: in-memory cubes hand out views, and the log below works in place.
-    plane = np.array(var.isel({time_dim: index}).values, dtype=np.float32, copy=True)
+    # Our own array, since the log below works in place: a lazily read slice is a fresh
+    # array; an in-memory cube hands out views, which are copied.
+    plane = np.asarray(var.isel({time_dim: index}).values, dtype=np.float32)
+    if not (plane.flags.owndata and plane.flags.writeable):
+        plane = plane.copy()
     when = f"{path}: {var.name} at {time_dim} index {index} ({var[time_dim].values[index]})"
     finite = np.isfinite(plane)
     if not finite.any():

@@ -58,8 +58,11 @@ class ChannelStats:
 
     @classmethod
     def of(cls, image: np.ndarray, channels: Sequence[str], region: str) -> ChannelStats:
-        mean = np.nanmean(image, axis=(1, 2), dtype=np.float64)
-        std = np.nanstd(image, axis=(1, 2), dtype=np.float64)
+        # Channel by channel: numpy's nan-reductions copy their input, twice for the std;
+        # a channel at a time keeps that copy to one plane. Same arithmetic, same values.
+        planes = [image[c : c + 1] for c in range(len(image))]
+        mean = np.concatenate([np.nanmean(p, axis=(1, 2), dtype=np.float64) for p in planes])
+        std = np.concatenate([np.nanstd(p, axis=(1, 2), dtype=np.float64) for p in planes])
         unusable = ~np.isfinite(std) | (std == 0)
         for channel in np.asarray(channels)[unusable]:
             log.warning(
