@@ -85,6 +85,8 @@ class LandslideCLI(LightningCLI):
                         "init_args": {"filename": "last"},
                     },
                     {"class_path": "landslide_lit.maps.ProbabilityMapWriter"},
+                    # validate/test: metrics.json with bootstrap intervals, PR curve, panels
+                    {"class_path": "landslide_lit.evaluation.EvaluationWriter"},
                     {"class_path": "landslide_lit.checkpointing.CheckpointOnSigterm"},
                 ],
                 # add plugins with --trainer.plugins+=...; a plain --trainer.plugins replaces it
@@ -275,7 +277,8 @@ def main(args: list[str] | None = None) -> None:
 
 
 def run(args: list[str] | None = None) -> LandslideCLI | None:
-    """Run a `landslide-lit` command; returns the LightningCLI (None for synth, cache, demo)."""
+    """Run a `landslide-lit` command; the LightningCLI (None for synth, cache, demo, reproduce,
+    transfer)."""
     _configure_logging()
     args = list(sys.argv[1:] if args is None else args)
     if args and args[0] == "synth":
@@ -288,6 +291,11 @@ def run(args: list[str] | None = None) -> LandslideCLI | None:
         return None
     if args and args[0] == "cache":
         cache_main(args[1:])
+        return None
+    if args and args[0] in ("reproduce", "transfer"):
+        from landslide_lit.reproduce import reproduce_main, transfer_main
+
+        (reproduce_main if args[0] == "reproduce" else transfer_main)(args[1:])
         return None
     args = resolve_bundled_configs(args)
     channels = None

@@ -3,18 +3,21 @@
 It runs the same commands a user types: ``fit --config demo.yaml`` (SAR & DEM
 with augmentations, trained on Hokkaido), then ``validate`` on Hokkaido's
 validation chips and ``test`` on Hokkaido's held-out chips and on Talakmau.
-It prints a table of AUPRC against the no-skill baseline, writes it to
-``OUTPUT/metrics.md`` and draws predicted vs true landslides to
-``OUTPUT/predictions.png``.
+It prints a table of AUPRC (with a 95 % chip-bootstrap interval) against the
+no-skill baseline, writes it to ``OUTPUT/metrics.md`` and draws predicted vs true
+landslides to ``OUTPUT/predictions.png``; each evaluation's metrics.json, PR curve
+and panels are in ``OUTPUT/evaluation/<stage>_<region>/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
-from landslide_lit.figures import most_affected, plot_prediction_panels, predict_chips
+from landslide_lit.evaluation import Scores
+from landslide_lit.figures import plot_prediction_panels
 
 EVALUATIONS = (
     # (command, region, stage key, split shown in the table)
@@ -41,30 +44,27 @@ def demo_main(args: list[str]) -> None:
     fit = run(fit_args)
     checkpoint = fit.trainer.checkpoint_callback.best_model_path
 
+    output = Path(options.output)
     rows, panels = [], {}
     for command, region, stage, split in EVALUATIONS:
+        # without a logger, the EvaluationWriter writes to OUTPUT/evaluation/<stage>_<region>/
         evaluation = [command, "--ckpt_path", checkpoint, "--region", region, *common]
-        cli = run([*evaluation, "--trainer.logger", "false"])
-        metrics = cli.trainer.callback_metrics
-        datamodule = cli.datamodule
-        dataset = datamodule._datasets["val" if stage == "val" else "test"][0]
+        run([*evaluation, "--trainer.logger", "false", "--trainer.default_root_dir", str(output)])
+        folder = output / "evaluation" / f"{stage}_{region}"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        low, high = metrics["auprc_ci95"]
         rows.append(
-            (
-                region,
-                split,
-                len(dataset),
-                float(metrics[f"{stage}/{region}/auprc"]),
-                float(metrics[f"{stage}/{region}/no_skill"]),
-            )
+            (region, split, metrics["chips"], metrics["auprc"], low, high, metrics["no_skill"])
         )
         if stage == "test":
-            indices = most_affected(dataset, 4)
-            panels[f"{region} {split.split(' (')[0]}"] = predict_chips(
-                cli.model, datamodule, datamodule.test_region, dataset, indices
+            scores = Scores.load(folder / "scores.npz")
+            chosen = scores.most_affected(4)
+            panels[f"{region} {split.split(' (')[0]}"] = (
+                scores.probability[chosen],
+                scores.target[chosen],
             )
 
     elapsed = time.perf_counter() - started
-    output = Path(options.output)
     figure = plot_prediction_panels(panels, output / "predictions.png")
     table = _table(rows, elapsed, checkpoint)
     (output / "metrics.md").write_text(table)
@@ -72,19 +72,22 @@ def demo_main(args: list[str]) -> None:
     print(f"figure: {figure}")
 
 
-def _table(rows: list[tuple[str, str, int, float, float]], elapsed: float, checkpoint: str) -> str:
+def _table(
+    rows: list[tuple[str, str, int, float, float, float, float]], elapsed: float, checkpoint: str
+) -> str:
     lines = [
-        "| region | chips | split | AUPRC | no skill | AUPRC / no skill |",
-        "|---|---:|---|---:|---:|---:|",
+        "| region | chips | split | AUPRC | 95% CI | no skill | AUPRC / no skill |",
+        "|---|---:|---|---:|---|---:|---:|",
     ]
-    for region, split, chips, auprc, no_skill in rows:
+    for region, split, chips, auprc, low, high, no_skill in rows:
         lines.append(
-            f"| {region} | {chips} | {split} | {auprc:.3f} | {no_skill:.3f} | "
-            f"{auprc / no_skill:.1f}x |"
+            f"| {region} | {chips} | {split} | {auprc:.3f} | [{low:.3f}, {high:.3f}] | "
+            f"{no_skill:.3f} | {auprc / no_skill:.1f}x |"
         )
     lines += [
         "",
         "Synthetic cubes (not real Sentinel-1 data); model: SAR & DEM (AUG), demo.yaml.",
+        "AUPRC exact; 95% CI: percentile bootstrap over chips (1000 resamples).",
         f"Checkpoint: {checkpoint}. Wall time: {elapsed / 60:.1f} min.",
         "",
     ]

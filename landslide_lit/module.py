@@ -422,15 +422,25 @@ class LandslideSegmenter(L.LightningModule):
 
     def validation_step(
         self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        """Log the loss and update the metrics of the dataloader's region."""
-        self._evaluate("val", batch, dataloader_idx)
+    ) -> dict[str, Tensor]:
+        """Update the metrics of the dataloader's region; the batch's scores (see ``_evaluate``)."""
+        return self._evaluate("val", batch, dataloader_idx)
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Log the loss and update the metrics of the dataloader's region."""
-        self._evaluate("test", batch, dataloader_idx)
+    def test_step(
+        self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor]:
+        """Update the metrics of the dataloader's region; the batch's scores (see ``_evaluate``)."""
+        return self._evaluate("test", batch, dataloader_idx)
 
-    def _evaluate(self, prefix: str, batch: dict[str, Tensor], dataloader_idx: int) -> None:
+    def _evaluate(
+        self, prefix: str, batch: dict[str, Tensor], dataloader_idx: int
+    ) -> dict[str, Tensor]:
+        """Update loss and metrics; return the batch's per-pixel scores for callbacks.
+
+        The returned dict (detached, on the device) holds ``probability`` (B, H, W) float32,
+        ``target`` and ``valid`` (B, H, W) bool and ``origin`` (B, 2), which
+        :class:`~landslide_lit.evaluation.EvaluationWriter` collects.
+        """
         regions = list(self.metrics[prefix])
         if dataloader_idx >= len(regions):
             raise IndexError(
@@ -441,9 +451,16 @@ class LandslideSegmenter(L.LightningModule):
         loss = self.compute_loss(logits, batch)
         self.losses[prefix][region].update(loss, logits.shape[0])
         probability, target = logits.detach().float().sigmoid(), batch["mask"].long()
+        scores = {
+            "probability": probability[:, 0],
+            "target": target[:, 0] > 0,
+            "valid": batch["valid"][:, 0],
+            "origin": batch["origin"],
+        }
         if self.hparams.ignore_invalid:
             probability, target = probability[batch["valid"]], target[batch["valid"]]
         self.metrics[prefix][region].update(probability.flatten(), target.flatten())
+        return scores
 
     def on_validation_epoch_end(self) -> None:
         """Log the validation metrics of every region, and ``val/auprc`` of the first."""
