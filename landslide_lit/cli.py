@@ -105,6 +105,17 @@ class LandslideCLI(LightningCLI):
             config = self.config.fit
             config.ckpt_path = resume_checkpoint(config.ckpt_path, config.trainer)
 
+    def _parse_ckpt_path(self) -> None:
+        """Leave the parsed config as it is for evaluation commands.
+
+        LightningCLI would re-apply the checkpoint's model hyperparameters over the
+        command line. ``restore_from_checkpoint`` already put them first on the command
+        line, so later options (``--model.encoder_weights=null``, ``--model.val_auprc``)
+        must keep winning. ``fit --ckpt_path`` keeps Lightning's behaviour.
+        """
+        if self.config.get("subcommand") == "fit":
+            super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.region:

@@ -139,6 +139,28 @@ def test_validate_scores_the_validation_split(trained_run, monkeypatch):
     assert "val/hokkaido/auprc" in cli.trainer.callback_metrics
 
 
+def test_command_line_model_options_beat_the_checkpoints(trained_run, tmp_path, monkeypatch):
+    workdir, fit = trained_run
+    monkeypatch.chdir(workdir)
+    # A checkpoint trained from ImageNet weights must not fetch them again to evaluate.
+    checkpoint = torch.load(fit.trainer.checkpoint_callback.best_model_path, weights_only=False)
+    checkpoint["hyper_parameters"]["encoder_weights"] = "imagenet"
+    pretrained = tmp_path / "pretrained.ckpt"
+    torch.save(checkpoint, pretrained)
+    cli = run(
+        [
+            "validate",
+            "--ckpt_path",
+            str(pretrained),
+            "--model.val_auprc=exact",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+        ]
+    )
+    assert cli.model.hparams.encoder_weights is None
+    assert cli.model.hparams.val_auprc == "exact"
+
+
 def test_predict_writes_a_map_of_every_valid_chip(trained_run, synthetic_root, monkeypatch):
     workdir, _ = trained_run
     monkeypatch.chdir(workdir)
