@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo lint format clean bench bench-quick
+.PHONY: install test test-all demo table1 lint format clean bench bench-quick
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ test-all: install
 
 demo: install
 	$(VENV)/bin/landslide-lit demo
+
+# Table 1 over seeds with intervals (results/<name>/table.md); needs the real cubes unless
+# TABLE1_ARGS="--synthetic --model.encoder_weights null" (see README).
+table1: install
+	$(VENV)/bin/landslide-lit reproduce $(TABLE1_ARGS)
 
 # Benchmarks against the performance targets (docs/performance.md); results in
 # build/bench/results.md. About 15 min on 2 CPU cores; bench-quick about 4 min.

@@ -178,7 +178,7 @@ def resolve_bundled_configs(args: list[str]) -> list[str]:
     return resolved
 
 
-def _option_value(args: list[str], option: str) -> str | None:
+def option_value(args: list[str], option: str) -> str | None:
     for i, arg in enumerate(args):
         if arg == option and i + 1 < len(args):
             return args[i + 1]
@@ -189,7 +189,7 @@ def _option_value(args: list[str], option: str) -> str | None:
 
 def restore_from_checkpoint(args: list[str]) -> tuple[list[str], list[str] | None]:
     """Insert the checkpoint's settings (and path) after the subcommand name."""
-    ckpt_path = _option_value(args, "--ckpt_path")
+    ckpt_path = option_value(args, "--ckpt_path")
     if ckpt_path in (None, "null", "None"):
         ckpt_path = str(latest_best_checkpoint())
         log.warning("using checkpoint %s (best of the latest fit run here)", ckpt_path)

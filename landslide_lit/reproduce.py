@@ -323,7 +323,7 @@ class Setup:
 
 
 def _setup(options: argparse.Namespace, extra: list[str], default_name: str) -> Setup:
-    from landslide_lit.cli import resolve_bundled_configs
+    from landslide_lit.cli import option_value, resolve_bundled_configs
 
     if options.seeds < 1:
         raise SystemExit("error: --seeds must be at least 1")
@@ -334,7 +334,7 @@ def _setup(options: argparse.Namespace, extra: list[str], default_name: str) -> 
     extra = _absolute_paths(resolve_bundled_configs(["fit", *extra])[1:])
     name = options.name or default_name + ("_synthetic" if options.synthetic else "")
     folder = (Path(options.output) / name).resolve()
-    weights = _option_value(extra, "--model.encoder_weights")
+    weights = option_value(extra, "--model.encoder_weights")
     return Setup(
         folder=folder,
         root=data_root(options.root).resolve(),
@@ -368,15 +368,6 @@ def _evaluation_options(args: list[str]) -> list[str]:
             out += group
         i += len(group)
     return out
-
-
-def _option_value(args: list[str], option: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == option and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(option + "="):
-            return arg.split("=", 1)[1]
-    return None
 
 
 def _require_cubes(regions: Sequence[str], setup: Setup) -> None:
@@ -579,7 +570,9 @@ def reproduce_main(args: list[str]) -> Path:
 
 
 def _offline_note(setup: Setup) -> None:
-    if _option_value(setup.fit_extra, "--model.encoder_weights") is None:
+    from landslide_lit.cli import option_value
+
+    if option_value(setup.fit_extra, "--model.encoder_weights") is None:
         _progress(
             "the Table 1 configs start from ImageNet encoder weights, downloaded from the "
             "Hugging Face hub (network needed once). Offline, add --model.encoder_weights null "
