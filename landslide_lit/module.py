@@ -486,8 +486,10 @@ class LandslideSegmenter(L.LightningModule):
     def predict_step(
         self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Tensor]:
-        """Landslide probability (B, 1, H, W) float32 and the chips' origins."""
-        return {"probability": self(batch["image"]).float().sigmoid(), "origin": batch["origin"]}
+        """Landslide probability (B, 1, H, W) float32, the batch's ``origin`` and, when it
+        has them, ``valid`` and ``mask``: what ``maps.ProbabilityMapWriter`` blends."""
+        out = {"probability": self(batch["image"]).float().sigmoid(), "origin": batch["origin"]}
+        return out | {key: batch[key] for key in ("valid", "mask") if key in batch}
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """The optimiser, and the scheduler following ``scheduler_monitor`` if one is set."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import xarray as xr
 import yaml
 
 from landslide_lit.cli import bundled_config_dir, main, resolve_bundled_configs, run
+from landslide_lit.data.composite import build_composite
 from landslide_lit.data.cube import open_region_cube
 from landslide_lit.runs import CheckpointError, latest_best_checkpoint
 from tests.conftest import TINY_MODEL
@@ -161,26 +163,31 @@ def test_command_line_model_options_beat_the_checkpoints(trained_run, tmp_path, 
     assert cli.model.hparams.val_auprc == "exact"
 
 
-def test_predict_writes_a_map_of_every_valid_chip(trained_run, synthetic_root, monkeypatch):
+def test_predict_maps_the_whole_region(trained_run, synthetic_root, monkeypatch):
     workdir, _ = trained_run
     monkeypatch.chdir(workdir)
     cli = run(["predict", "--region", "talakmau", "--trainer.enable_progress_bar=false"])
-    chips = cli.datamodule.chips(cli.datamodule.test_region, keep="valid")
-    predictions = cli.trainer.predict_loop.predictions
-    assert sum(p["probability"].shape[0] for p in predictions) == len(chips)
-    # the stitched map lies on the cube's own grid, NaN where no chip reaches
-    path = workdir / cli.trainer.log_dir / "predictions" / "talakmau_landslide_probability.nc"
+    assert cli.trainer.predict_loop.predictions == []  # streamed to disk, not kept
+    # the map lies on the cube's own grid, NaN exactly where the SAR composite has no data
+    folder = workdir / cli.trainer.log_dir / "predictions"
     cube = open_region_cube(cli.datamodule.test_region, synthetic_root, synthetic=True)
-    with xr.open_dataset(path) as written:
+    with xr.open_dataset(folder / "talakmau_landslide_probability.nc") as written:
         probability = written["landslide_probability"].values
         np.testing.assert_array_equal(written["y"].values, cube["y"].values)
         np.testing.assert_array_equal(written["x"].values, cube["x"].values)
         assert written.attrs["crs"] == cube.attrs["crs"]
-    covered = np.zeros(probability.shape, bool)
-    for y, x in chips.origins.tolist():
-        covered[y : y + 128, x : x + 128] = True
-    assert np.isnan(probability[~covered]).all() and (covered.sum() > 0)
-    assert ((probability[covered] >= 0) & (probability[covered] <= 1)).all()
+        assert written.attrs["checkpoint"].endswith(".ckpt")
+    dm = cli.datamodule
+    composite = build_composite(cube, dm.test_region, dm.channel_names, dm.composite)
+    has_data = np.isfinite(composite["image"].values[dm.sar_channel_indices]).all(0)
+    assert (~has_data).any()
+    np.testing.assert_array_equal(np.isnan(probability), ~has_data)
+    assert ((probability[has_data] >= 0) & (probability[has_data] <= 1)).all()
+    summary = json.loads((folder / "talakmau_landslide_probability.json").read_text())
+    assert 0 < summary["no_skill"] < 1 and 0 < summary["auprc"] <= 1
+    assert summary["valid_pixels"] == has_data.sum()
+    for suffix in (".png", ".tif"):
+        assert (folder / f"talakmau_landslide_probability{suffix}").stat().st_size > 0
 
 
 def test_checkpoint_with_other_channels_is_a_clear_error(trained_run, monkeypatch):

@@ -272,8 +272,9 @@ def test_binned_states_add_up_across_ranks():
 
 
 def test_ddp_predict_writes_one_map_equal_to_one_process(ddp_fit, tmp_path):
+    """Windows sharded over 2 ranks, spilled per rank, merged band by band by all-reduce."""
     checkpoint = ddp_fit[2]
-    maps = {}
+    maps, summaries = {}, {}
     for name, extra in (("single", []), ("ddp", ["--trainer.strategy=ddp_spawn", *TWO_PROCESSES])):
         folder = tmp_path / name
         folder.mkdir()
@@ -281,5 +282,9 @@ def test_ddp_predict_writes_one_map_equal_to_one_process(ddp_fit, tmp_path):
         (path,) = folder.glob("runs/landslide/version_*/predictions/talakmau_*.nc")
         with xr.open_dataset(path) as written:
             maps[name] = written["landslide_probability"].values
+        summaries[name] = json.loads(path.with_suffix(".json").read_text())
+        assert not list(path.parent.glob(".*partial*"))  # spill files removed
     np.testing.assert_allclose(maps["ddp"], maps["single"], atol=1e-6)
+    np.testing.assert_array_equal(np.isnan(maps["ddp"]), np.isnan(maps["single"]))
     assert np.isfinite(maps["ddp"]).any()
+    assert summaries["ddp"]["auprc"] == pytest.approx(summaries["single"]["auprc"], abs=1e-6)

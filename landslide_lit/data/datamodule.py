@@ -32,6 +32,7 @@ from landslide_lit.data.composite import (
     resolve_channels,
 )
 from landslide_lit.data.cube import existing_cube, open_cube, region_cube_path
+from landslide_lit.data.windows import WindowDataset, check_overlap
 from landslide_lit.distributed import (
     EvaluationShard,
     ResumableLoader,
@@ -158,6 +159,9 @@ class LandslideDataModule(L.LightningDataModule):
         composite: how before/after composites are made.
         chip_size: chip side in pixels (128 as published).
         stride: grid step (default: the chip size, non-overlapping as published).
+        predict_overlap: pixels shared by neighbouring windows of ``predict``, which
+            covers the whole region with ``chip_size`` windows and blends their overlaps
+            (0 <= overlap < chip_size; 0: plain chip predictions).
         keep: ``positive`` chips with a landslide pixel (published) or every
             ``valid`` chip with SAR data (training and evaluation chips).
         split: ``random`` (published: 0.7/0.2/0.1, seed 42) or spatial ``block``.
@@ -188,6 +192,7 @@ class LandslideDataModule(L.LightningDataModule):
         composite: CompositeSettings = CompositeSettings(),  # noqa: B008 - frozen dataclass
         chip_size: int = 128,
         stride: int | None = None,
+        predict_overlap: int = 32,
         keep: Keep = "positive",
         split: Literal["random", "block"] = "random",
         split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1),
@@ -211,6 +216,8 @@ class LandslideDataModule(L.LightningDataModule):
         self.composite = composite
         self.chip_size = chip_size
         self.stride = stride
+        check_overlap(predict_overlap, chip_size)
+        self.predict_overlap = predict_overlap
         self.keep = keep
         self.split = split
         self.split_fractions = tuple(split_fractions)
@@ -235,7 +242,7 @@ class LandslideDataModule(L.LightningDataModule):
         self._chips: dict[tuple[str, Keep], Chips] = {}
         # Per region: the composite's coordinates and attributes, to write maps in place.
         self.grids: dict[str, xr.Dataset] = {}
-        self._datasets: dict[str, list[ChipDataset]] = {}
+        self._datasets: dict[str, list[ChipDataset | WindowDataset]] = {}
 
     # -- regions and chips ------------------------------------------------
 
@@ -266,12 +273,11 @@ class LandslideDataModule(L.LightningDataModule):
             TrainerFn.VALIDATING: self._eval_regions("validate"),
             TrainerFn.TESTING: self._eval_regions("test"),
         }.get(fn, [])
+        if fn == TrainerFn.PREDICTING:
+            return []  # predict reads its region band by band, never chips
         if self.norm_stats == "train" and self.checkpoint_train_stats is None:
             needed.append(self.train_region)
-        pairs = [(region, self.keep) for region in needed]
-        if fn == TrainerFn.PREDICTING:
-            pairs += [(region, "valid") for region in self._eval_regions("predict")]
-        return pairs
+        return [(region, self.keep) for region in needed]
 
     def _all_regions(self) -> list[Region]:
         return [self.train_region, self.test_region, *filter(None, [self.validate_region])]
@@ -386,9 +392,9 @@ class LandslideDataModule(L.LightningDataModule):
                 self._region_dataset(r, "test") for r in self._eval_regions("test")
             ]
         if stage == "predict":
-            self._datasets["predict"] = [
-                ChipDataset(self.chips(r, keep="valid")) for r in self._eval_regions("predict")
-            ]
+            self._datasets["predict"] = [self._windows(r) for r in self._eval_regions("predict")]
+            for region in self._eval_regions("predict"):
+                self._stream_stats(region)
         for name, datasets in self._datasets.items():
             for region, dataset in zip(self._regions_of(name), datasets, strict=False):
                 if len(dataset) == 0:
@@ -397,13 +403,50 @@ class LandslideDataModule(L.LightningDataModule):
                         "(a larger region or smaller --data.stride) or other split_fractions"
                     )
 
+    def _windows(self, region: Region) -> WindowDataset:
+        """Every ``chip_size`` window of ``region``, ``predict_overlap`` apart, read by bands."""
+        if self.synthetic:
+            self._ensure_synthetic(region)
+        return WindowDataset(
+            region_cube_path(region, self.root, synthetic=self.synthetic),
+            region,
+            self.channel_names,
+            self.composite,
+            self.chip_size,
+            self.predict_overlap,
+        )
+
+    def _stream_stats(self, region: Region) -> None:
+        """Ready the statistics that standardise ``region`` without building its chips.
+
+        Statistics the run lacks (``norm_stats: region``, or ``train`` without a
+        checkpoint) are streamed over the cube band by band: the values of
+        :meth:`ChannelStats.of` over the whole composite, without holding it.
+        """
+        if self.norm_stats == "train":
+            if self.checkpoint_train_stats is not None:
+                return
+            region = self.train_region
+        if region.name in self.stats:
+            return
+        mean, std = self._windows(region).moments()
+        unusable = ~np.isfinite(std) | (std == 0)
+        for channel in np.asarray(self.channel_names)[unusable]:
+            log.warning(
+                "%s: channel %s is constant or empty; it standardises to 0", region.name, channel
+            )
+        self.stats[region.name] = ChannelStats(
+            mean=tuple(np.where(np.isfinite(mean), mean, 0.0).tolist()),
+            std=tuple(np.where(unusable, 1.0, std).tolist()),
+        )
+
     def _regions_of(self, name: str) -> list[str]:
         stage = {"train": "fit", "val": "validate"}.get(name, name)
         return [self.train_region.name] if name == "train" else self.dataloader_regions(stage)
 
     # -- loaders ----------------------------------------------------------
 
-    def _loader(self, dataset: ChipDataset) -> DataLoader:
+    def _loader(self, dataset: ChipDataset | WindowDataset) -> DataLoader:
         """An evaluation loader of this process's shard, each chip on one rank only."""
         rank, world = rank_and_world(self.trainer)
         return DataLoader(dataset, sampler=EvaluationShard(dataset, world, rank), **self._loading)

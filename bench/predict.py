@@ -1,0 +1,189 @@
+"""Whole-region predict: throughput against the bare model forward, and peak memory.
+
+    python bench/predict.py                      # resnet18 U-Net, 1024^2 and 2048^2 regions
+    python bench/predict.py --encoder resnet50   # the published encoder
+    python bench/predict.py --quick              # 512^2 and 1024^2
+
+Throughput: ``trainer.predict`` with the ProbabilityMapWriter (streamed statistics, band
+reads and composites, standardisation, forward, blending, spill, merge, netCDF + PNG)
+against the bare ``model(x)`` over as many windows of the same shape and batch size, the two
+interleaved in one process (medians). Memory: peak RSS of a fresh process running predict
+alone, above its RSS before, for two region sizes: it must not grow with the region.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from common import WORK, header, median, peak_rss_bytes, reset_peak, run_json, spread, table
+from common import verdict as judged
+
+TARGET = 0.9
+
+
+def cube_root(size: tuple[int, int]) -> Path:
+    """A data root with a synthetic Talakmau cube of ``size``, made once."""
+    from landslide_lit.data.cube import existing_cube
+    from landslide_lit.data.synthetic import write_synthetic_cube
+    from landslide_lit.regions import get_region
+
+    root = WORK / "predict" / f"{size[0]}x{size[1]}"
+    if existing_cube(get_region("talakmau"), root, synthetic=True) is None:
+        write_synthetic_cube("talakmau", root=root, size=size, seed=0)
+    return root
+
+
+def parts(root: Path, encoder: str, batch: int, overlap: int, workers: int = 0):
+    import lightning as L
+
+    from landslide_lit.data.datamodule import LandslideDataModule
+    from landslide_lit.maps import ProbabilityMapWriter
+    from landslide_lit.module import LandslideSegmenter
+
+    dm = LandslideDataModule(
+        root=str(root),
+        synthetic=True,
+        train_region="talakmau",
+        test_region="talakmau",
+        channels="sar_dem",
+        cache=False,
+        batch_size=batch,
+        predict_overlap=overlap,
+        num_workers=workers,
+    )
+    model = LandslideSegmenter(channel_names=list(dm.channel_names), encoder_name=encoder).eval()
+    out = Path(tempfile.mkdtemp(dir=WORK))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ProbabilityMapWriter(output_dir=str(out), formats=["netcdf"])],
+    )
+    return dm, model, trainer
+
+
+def predict_seconds(dm, model, trainer) -> float:
+    start = time.perf_counter()
+    dm.stats.clear()  # the statistics pass is part of the pipeline
+    trainer.predict(model, datamodule=dm)
+    return time.perf_counter() - start
+
+
+def forward_seconds(model, windows: int, batch: int, size: int, channels: int) -> float:
+    import torch
+
+    x = torch.randn(batch, channels, size, size)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for first in range(0, windows, batch):
+            model(x[: min(batch, windows - first)]).sigmoid()
+    return time.perf_counter() - start
+
+
+def throughput(args) -> dict:
+    """Interleaved predict / bare forward on the larger region."""
+    size = args.sizes[-1]
+    dm, model, trainer = parts(
+        cube_root(size), args.encoder, args.batch, args.overlap, args.workers
+    )
+    dm.setup("predict")
+    windows = len(dm._datasets["predict"][0])
+    pipeline, bare = [], []
+    for _ in range(args.repeats):
+        pipeline.append(predict_seconds(dm, model, trainer))
+        bare.append(
+            forward_seconds(model, windows, args.batch, dm.chip_size, len(dm.channel_names))
+        )
+    return {"windows": windows, "pipeline": pipeline, "bare": bare}
+
+
+def memory(args, size: tuple[int, int]) -> dict:
+    """In a fresh process: peak RSS of one predict above the RSS before it."""
+    dm, model, trainer = parts(cube_root(size), args.encoder, args.batch, args.overlap)
+    before = reset_peak()
+    seconds = predict_seconds(dm, model, trainer)
+    return {"peak_mib": (peak_rss_bytes() - before) / 2**20, "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoder", default="resnet18", help="smp encoder (resnet50: published)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--overlap", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="loader workers of the throughput run (reads "
+        "bands beside the forward); the memory runs use none, one process holds everything",
+    )
+    parser.add_argument("--quick", action="store_true", help="512^2 and 1024^2 regions")
+    parser.add_argument("--child", choices=("memory",), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.sizes = [(512, 512), (1024, 1024)] if args.quick else [(1024, 1024), (2048, 2048)]
+    WORK.mkdir(parents=True, exist_ok=True)
+    if args.child == "memory":
+        print(json.dumps(memory(args, tuple(args.size))))
+        return
+    for size in args.sizes:
+        cube_root(size)
+    common = ["--encoder", args.encoder, "--batch", str(args.batch)]
+    common += ["--overlap", str(args.overlap)]
+    peaks = {
+        s: run_json([*common, "--child", "memory", "--size", *map(str, s)]) for s in args.sizes
+    }
+    result = throughput(args)
+    ratio = median(result["bare"]) / median(result["pipeline"])
+    small, large = (peaks[s]["peak_mib"] for s in args.sizes)
+    area = (args.sizes[1][0] * args.sizes[1][1]) / (args.sizes[0][0] * args.sizes[0][1])
+    rows = [
+        [
+            f"throughput, {result['windows']} windows of {args.sizes[-1][0]}x{args.sizes[-1][1]}",
+            f"predict {spread(result['pipeline'])} s vs forward {spread(result['bare'])} s",
+            f"{ratio:.3f}",
+            f">= {TARGET}",
+            judged(ratio >= TARGET),
+        ],
+        *[
+            [
+                f"peak RSS above start, {s[0]}x{s[1]}",
+                f"{peaks[s]['seconds']:.1f} s",
+                f"{peaks[s]['peak_mib']:.0f} MiB",
+                "-",
+                "-",
+            ]
+            for s in args.sizes
+        ],
+        [
+            f"peak growth for {area:.0f}x the area",
+            "",
+            f"{large / max(small, 1):.2f}x",
+            "< 1.5x",
+            judged(large < 1.5 * max(small, 1)),
+        ],
+    ]
+    print(
+        header(
+            "Whole-region predict",
+            f"U-Net {args.encoder}, batch {args.batch}, overlap {args.overlap}, 7 channels, "
+            f"{args.workers} loader worker(s) for throughput, none for memory, "
+            "CPU fp32; throughput = bare forward time / predict time over the same windows.",
+        )
+    )
+    print(table(["measure", "times", "value", "target", "verdict"], rows))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

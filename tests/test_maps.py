@@ -1,0 +1,220 @@
+"""Whole-region maps: the window plan, blending, streamed statistics and the written files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from landslide_lit import maps
+from landslide_lit.data import windows as windows_module
+from landslide_lit.data.composite import build_composite
+from landslide_lit.data.cube import open_cube
+from landslide_lit.data.datamodule import ChannelStats, LandslideDataModule
+from landslide_lit.data.synthetic import write_synthetic_cube
+from landslide_lit.data.windows import WindowPlan
+from landslide_lit.maps import ProbabilityMapWriter
+from landslide_lit.module import LandslideSegmenter
+
+TINY = {
+    "encoder_name": "tu-test_resnet",
+    "model_kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]},
+}
+
+
+def blended_by_hand(
+    plan: WindowPlan, placed: dict[tuple[int, int], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of ramp-weighted windows over the sum of ramps, on full-size arrays; the number
+    of windows covering each pixel."""
+    ramp = windows_module.ramp(plan.size, plan.overlap)
+    weights = np.outer(ramp, ramp)
+    total = np.zeros((plan.height + plan.size, plan.width + plan.size))
+    norm, count = np.zeros_like(total), np.zeros_like(total)
+    for (y, x), window in placed.items():
+        total[y : y + plan.size, x : x + plan.size] += weights * window
+        norm[y : y + plan.size, x : x + plan.size] += weights
+        count[y : y + plan.size, x : x + plan.size] += 1
+    cut = (slice(plan.height), slice(plan.width))
+    return (total[cut] / norm[cut]), count[cut]
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "overlap"), [(400, 392, 32), (256, 256, 0), (130, 500, 100), (60, 90, 16)]
+)
+def test_windows_cover_the_region_and_their_weights_add_up_to_one(height, width, overlap):
+    plan = WindowPlan(height, width, 128, overlap)
+    assert plan.rows[0] == plan.cols[0] == 0
+    assert plan.rows[-1] == max(height - 128, 0) and plan.cols[-1] == max(width - 128, 0)
+    assert (np.diff(plan.rows) <= 128 - overlap).all() and (np.diff(plan.rows) > 0).all()
+    total = np.zeros((height, width))
+    for i in range(len(plan)):
+        y, x = plan.origin(i)
+        weight = plan.weight(y, x)
+        assert (weight > 0).all() and weight.shape == (min(128, height - y), min(128, width - x))
+        total[y : y + weight.shape[0], x : x + weight.shape[1]] += weight
+    np.testing.assert_allclose(total, 1.0, rtol=1e-6)
+    if overlap == 0:
+        assert all((plan.weight(*plan.origin(i)) == 1).all() for i in range(len(plan)))
+    for y0, y1 in plan.bands:  # every window lies inside its band
+        inside = [i for i in range(len(plan)) if plan.bands[plan.band_of(i)] == (y0, y1)]
+        assert all(y0 <= plan.origin(i)[0] < y1 for i in inside)
+
+
+@pytest.mark.parametrize("overlap", [-1, 128, 500])
+def test_a_bad_overlap_is_one_clear_error(overlap):
+    with pytest.raises(ValueError, match=r"predict_overlap=.*\[0, chip_size\) = \[0, 128\)"):
+        LandslideDataModule(predict_overlap=overlap)
+
+
+def test_a_geotiff_asked_for_without_rioxarray_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(maps, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"pip install 'landslide-lit\[geotiff\]'"):
+        ProbabilityMapWriter(formats=["netcdf", "geotiff"])
+    assert ProbabilityMapWriter().formats == ["netcdf"]
+
+
+@pytest.fixture(scope="module")
+def cube_root(tmp_path_factory) -> Path:
+    """A small Talakmau cube (several bands once BAND_ROWS is lowered) and a tiny one."""
+    root = tmp_path_factory.mktemp("maps")
+    write_synthetic_cube("talakmau", root=root, size=(300, 292), seed=1)
+    write_synthetic_cube("kaikoura", root=root, size=(70, 90), seed=2)  # smaller than a window
+    return root
+
+
+def datamodule(root: Path, region: str = "talakmau", **kwargs) -> LandslideDataModule:
+    settings = {"channels": "sar_dem", "cache": False, "batch_size": 4, **kwargs}
+    # train region = test region: prepare_data makes no other synthetic cube
+    return LandslideDataModule(
+        root=str(root), synthetic=True, train_region=region, test_region=region, **settings
+    )
+
+
+@pytest.fixture()
+def small_bands(monkeypatch):
+    """Bands of a few windows and merges of 256 rows: every streaming path runs."""
+    monkeypatch.setattr(windows_module, "BAND_ROWS", 200)
+    monkeypatch.setattr(maps, "MERGE_PIXELS", 1)
+
+
+def test_streamed_statistics_equal_those_of_the_whole_composite(cube_root, small_bands):
+    dm = datamodule(cube_root)
+    dm.setup("predict")
+    region = dm.test_region
+    composite = build_composite(open_cube(dm._windows(region).path), region, dm.channel_names)
+    expected = ChannelStats.of(composite["image"].values, dm.channel_names, region.name)
+    streamed = dm.region_stats(region)
+    np.testing.assert_allclose(streamed.mean, expected.mean, rtol=1e-6)
+    np.testing.assert_allclose(streamed.std, expected.std, rtol=1e-6)
+
+
+def constant_model(channels: tuple[str, ...], value: float = 0.0) -> LandslideSegmenter:
+    model = LandslideSegmenter(channel_names=list(channels), **TINY)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.model.segmentation_head[0].bias.fill_(value)
+    return model
+
+
+def predict(model, dm, folder: Path, **writer) -> Path:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ProbabilityMapWriter(output_dir=str(folder), **writer)],
+    )
+    trainer.predict(model, datamodule=dm)
+    return folder / f"{dm.test_region.name}_landslide_probability"
+
+
+def sar_has_data(dm: LandslideDataModule) -> np.ndarray:
+    region = dm.test_region
+    composite = build_composite(open_cube(dm._windows(region).path), region, dm.channel_names)
+    return np.isfinite(composite["image"].values[dm.sar_channel_indices]).all(0)
+
+
+def test_a_constant_model_gives_a_constant_map_on_the_cubes_grid(cube_root, tmp_path, small_bands):
+    dm = datamodule(cube_root)
+    logit = 0.3
+    stem = predict(constant_model(dm.channel_names, logit), dm, tmp_path, formats=None)
+    cube = open_cube(dm._windows(dm.test_region).path)
+    with xr.open_dataset(stem.with_suffix(".nc")) as written:
+        probability = written["landslide_probability"]
+        assert probability.dtype == np.float32 and probability.dims == ("y", "x")
+        for name in ("y", "x", "spatial_ref"):
+            assert written[name].dtype == cube[name].dtype, name
+            assert written[name].attrs == cube[name].attrs, name
+            np.testing.assert_array_equal(written[name].values, cube[name].values)
+        assert written.attrs["crs"] == cube.attrs["crs"]
+        assert probability.attrs["grid_mapping"] == "spatial_ref"
+        assert written.attrs["window_overlap"] == 32 and written.attrs["before_acquisitions"]
+        values = probability.values
+        assert probability.encoding["zlib"] and probability.encoding["chunksizes"] == (256, 256)
+    has_data = sar_has_data(dm)
+    assert (~has_data).any() and has_data.any()
+    assert np.isnan(values[~has_data]).all()
+    np.testing.assert_allclose(values[has_data], 1 / (1 + np.exp(-logit)), rtol=1e-6)
+    summary = json.loads(stem.with_suffix(".json").read_text())
+    # one score for every pixel: the AUPRC of a classifier without skill
+    assert summary["auprc"] == pytest.approx(summary["no_skill"], abs=1e-6)
+    assert summary["valid_pixels"] == has_data.sum()
+    with xr.open_dataset(stem.with_suffix(".nc")) as written:
+        assert written.attrs["region_auprc"] == pytest.approx(summary["auprc"])
+    assert stem.with_suffix(".png").stat().st_size > 0
+    rasterio = pytest.importorskip("rasterio")
+    with rasterio.open(stem.with_suffix(".tif")) as tif:
+        assert tif.crs.to_epsg() == 32647 and tif.shape == values.shape
+        assert tif.transform.c == pytest.approx(float(cube.x[0]) - 5)  # pixel edge, 10 m pixels
+        np.testing.assert_array_equal(tif.read(1), values)
+
+
+def test_blending_matches_the_full_size_computation(cube_root, tmp_path, small_bands):
+    """Streamed in bands and spilled to disk, the map equals blending in memory; overlap 0
+    reproduces plain window predictions exactly."""
+    torch.manual_seed(0)
+    model = LandslideSegmenter(channel_names=list(datamodule(cube_root).channel_names), **TINY)
+    with torch.no_grad():
+        model.model.segmentation_head[0].bias.fill_(-1.0)
+    model.eval()
+    for overlap in (0, 48):
+        # one window a batch: a forward gives the same bits as the window's alone
+        dm = datamodule(cube_root, predict_overlap=overlap, batch_size=1)
+        stem = predict(model, dm, tmp_path / str(overlap), formats=["netcdf", "zarr"])
+        dataset = dm._datasets["predict"][0]
+        plan, placed = dataset.plan, {}
+        for i in range(len(dataset)):
+            item = dataset[i]
+            batch = dm.standardise({k: v[None] for k, v in item.items()}, dm.test_region)
+            with torch.no_grad():
+                placed[tuple(item["origin"].tolist())] = model(batch["image"])[0, 0].sigmoid()
+        expected, count = blended_by_hand(plan, {k: v.numpy() for k, v in placed.items()})
+        expected[~sar_has_data(dm)] = np.nan
+        with xr.open_dataset(stem.with_suffix(".nc")) as written:
+            got = written["landslide_probability"].values
+        with xr.open_zarr(stem.with_suffix(".zarr")) as written:
+            np.testing.assert_array_equal(written["landslide_probability"].values, got)
+            assert "region_auprc" in written.attrs
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+        if overlap == 0:  # where one window covers a pixel (not the clamped last ones)
+            single = count == 1
+            assert single.mean() > 0.4
+            np.testing.assert_array_equal(got[single], expected[single].astype(np.float32))
+
+
+def test_a_region_smaller_than_a_window_is_padded(cube_root, tmp_path):
+    dm = datamodule(cube_root, region="kaikoura")
+    stem = predict(constant_model(dm.channel_names), dm, tmp_path, formats=["netcdf"])
+    with xr.open_dataset(stem.with_suffix(".nc")) as written:
+        values = written["landslide_probability"].values
+    has_data = sar_has_data(dm)
+    assert values.shape == (70, 90) and np.isnan(values[~has_data]).all()
+    np.testing.assert_allclose(values[has_data], 0.5, rtol=1e-6)
+    assert not list(tmp_path.glob(".*partial*"))  # spill files removed
