@@ -6,7 +6,9 @@ validation chips and ``test`` on Hokkaido's held-out chips and on Talakmau.
 It prints a table of AUPRC (with a 95 % chip-bootstrap interval) against the
 no-skill baseline, writes it to ``OUTPUT/metrics.md`` and draws predicted vs true
 landslides to ``OUTPUT/predictions.png``; each evaluation's metrics.json, PR curve
-and panels are in ``OUTPUT/evaluation/<stage>_<region>/``.
+and panels are in ``OUTPUT/evaluation/<stage>_<region>/``. Last, ``predict`` maps the
+whole of Talakmau into ``OUTPUT/predictions/`` (netCDF, PNG quicklook, GeoTIFF when
+rioxarray is installed).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ EVALUATIONS = (
     ("test", "hokkaido", "test", "held-out test (train region)"),
     ("test", "talakmau", "test", "test (other region)"),
 )
+MAP_REGION = "talakmau"  # mapped whole by `predict` at the end
 
 
 def demo_main(args: list[str]) -> None:
@@ -45,11 +48,12 @@ def demo_main(args: list[str]) -> None:
     checkpoint = fit.trainer.checkpoint_callback.best_model_path
 
     output = Path(options.output)
+    quiet = ["--trainer.logger", "false", "--trainer.default_root_dir", str(output)]
     rows, panels = [], {}
     for command, region, stage, split in EVALUATIONS:
         # without a logger, the EvaluationWriter writes to OUTPUT/evaluation/<stage>_<region>/
         evaluation = [command, "--ckpt_path", checkpoint, "--region", region, *common]
-        run([*evaluation, "--trainer.logger", "false", "--trainer.default_root_dir", str(output)])
+        run([*evaluation, *quiet])
         folder = output / "evaluation" / f"{stage}_{region}"
         metrics = json.loads((folder / "metrics.json").read_text())
         low, high = metrics["auprc_ci95"]
@@ -64,12 +68,14 @@ def demo_main(args: list[str]) -> None:
                 scores.target[chosen],
             )
 
+    run(["predict", "--ckpt_path", checkpoint, "--region", MAP_REGION, *common, *quiet])
     elapsed = time.perf_counter() - started
     figure = plot_prediction_panels(panels, output / "predictions.png")
     table = _table(rows, elapsed, checkpoint)
     (output / "metrics.md").write_text(table)
     print(table)
     print(f"figure: {figure}")
+    print(f"map: {output / 'predictions' / f'{MAP_REGION}_landslide_probability.png'} (.nc)")
 
 
 def _table(

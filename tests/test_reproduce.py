@@ -238,3 +238,7 @@ def test_demo_table_has_intervals(synthetic_root, tmp_path, monkeypatch):
     assert table.count("| hokkaido |") == 2 and table.count("| talakmau |") == 1
     assert (tmp_path / "out" / "predictions.png").stat().st_size > 0
     assert (tmp_path / "out" / "evaluation" / "test_talakmau" / "pr_curve.png").is_file()
+    maps = tmp_path / "out" / "predictions"
+    assert {"talakmau_landslide_probability.nc", "talakmau_landslide_probability.png"} <= {
+        p.name for p in maps.iterdir()
+    }
