@@ -1,13 +1,16 @@
 """A callback that times a real ``landslide-lit fit`` and runs a bare PyTorch loop beside it.
 
-Added to the fit with ``--trainer.callbacks+=`` (see ``train_throughput.py``). After each
-training epoch of the fit (and its validation and checkpoints) it runs one epoch of a
-bare loop in the same process: its own copy of the same network, an optimiser of the
-same class and settings as the fit's, the same training chips, standardised once up
-front with the data module's own ``standardise``, shuffled, in batches of the same size,
-BCE on logits, no augmentation, no Lightning. So the two sides alternate epoch by epoch
-(fit, bare, fit, bare, ...) under the same load. During the bare epoch it also times the
-data module's augmentation on each batch, apart from the step.
+Added to the fit with ``--trainer.callbacks+=`` (see ``train_throughput.py``). Beside
+the fit, in the same process, it runs a bare loop: its own copy of the same network, an
+optimiser of the same class and settings as the fit's, the same training chips,
+standardised once up front with the data module's own ``standardise``, shuffled, in
+batches of the same size, BCE on logits, no Lightning. The two alternate step by step:
+after each training step of the fit (``on_train_batch_end``) it runs one bare step, so
+load from elsewhere falls on both alike, and the bare steps' time is taken out of the
+fit's. When the fit augments, the bare loop augments each batch the same way (the data
+module's own augmentation, seeded per batch) before its step, timed apart: the fit is
+compared with a bare loop doing the same work, and the augmentation's share of a step
+is measured on the same batches.
 
 Per fit epoch it records the training loop (first training batch fetched to the start
 of validation: loading, transfer, standardisation, augmentation, step, optimiser,
@@ -65,7 +68,26 @@ class InterleavedBareLoop(L.Callback):
         now = time.perf_counter()
         if self.after_bare is not None:
             self.epochs[-1]["fit_other_s"] += now - self.after_bare
-        self.now = {"start": now}
+        self.now = {"start": now, "bare": [], "augment": [], "fit_batches": [], "mark": now}
+        order = torch.randperm(
+            len(self.images), generator=torch.Generator().manual_seed(trainer.current_epoch)
+        )
+        self.bare_batches = list(order.split(self.batch_size))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """One bare step right after each fit step: the two alternate step by step."""
+        if self.optimizer is None:  # the fit's optimiser class and settings
+            fitted = trainer.optimizers[0]
+            self.optimizer = type(fitted)(self.model.parameters(), **fitted.defaults)
+        self.now["fit_batches"].append(time.perf_counter() - self.now["mark"])
+        if self.bare_batches:
+            rows = self.bare_batches.pop(0)
+            seed = trainer.current_epoch * 1000 + batch_idx
+            step, augment = self._bare_step(rows, seed)
+            self.now["bare"].append(step)
+            if augment is not None:
+                self.now["augment"].append(augment)
+        self.now["mark"] = time.perf_counter()
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and "start" in self.now:
@@ -74,40 +96,45 @@ class InterleavedBareLoop(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         end = time.perf_counter()
         start, val = self.now["start"], self.now.get("val", end)
-        record = {
-            "chips": len(self.images),
-            "fit_train_s": val - start,
-            "fit_val_ckpt_s": end - val,
-            "fit_other_s": 0.0,
-        }
-        if self.optimizer is None:  # the fit's optimiser class and settings
-            fitted = trainer.optimizers[0]
-            self.optimizer = type(fitted)(self.model.parameters(), **fitted.defaults)
-        record.update(self._bare_epoch(trainer.current_epoch))
-        self.epochs.append(record)
+        bare, augment = self.now["bare"], self.now["augment"]
+        while self.bare_batches:  # a fit epoch with fewer batches (none in this benchmark)
+            step, extra = self._bare_step(self.bare_batches.pop(0), len(bare))
+            bare.append(step)
+            augment += [] if extra is None else [extra]
+        inside = sum(bare) + sum(augment)
+        self.epochs.append(
+            {
+                "chips": len(self.images),
+                # the bare steps ran inside the fit's training loop: their time is not the fit's
+                "fit_train_s": val - start - inside,
+                "fit_val_ckpt_s": end - val,
+                "fit_other_s": 0.0,
+                "fit_batch_s": self.now["fit_batches"],
+                "bare_s": inside,
+                "bare_noaug_s": sum(bare),
+                "bare_step_s": bare,
+                "augment_s": augment,
+            }
+        )
         self.after_bare = time.perf_counter()
 
-    def _bare_epoch(self, epoch: int) -> dict:
+    def _bare_step(self, rows: torch.Tensor, seed: int) -> tuple[float, float | None]:
+        """One bare step on chips ``rows``; with augmentation on, the batch is augmented
+        first (the data module's own augmentation, seeded per batch), timed apart."""
         model, optimizer = self.model.train(), self.optimizer
-        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(epoch))
-        steps, augment = [], []
-        wall = 0.0
-        for first in range(0, len(order), self.batch_size):
-            rows = order[first : first + self.batch_size]
+        image, mask = self.images[rows], self.masks[rows]
+        augment = None
+        if self.augmentation is not None:
             start = time.perf_counter()
-            image, mask = self.images[rows], self.masks[rows]
-            loss = F.binary_cross_entropy_with_logits(model(image), mask)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            steps.append(time.perf_counter() - start)
-            wall += steps[-1]
-            if self.augmentation is not None:  # timed apart, not part of the bare epoch
-                start = time.perf_counter()
-                with seeded_rng(epoch * 1000 + first, image.device):
-                    self.augmentation(image, mask, self.valid[rows])
-                augment.append(time.perf_counter() - start)
-        return {"bare_s": wall, "bare_step_s": steps, "augment_s": augment}
+            with seeded_rng(seed, image.device):
+                image, mask, _ = self.augmentation(image, mask, self.valid[rows])
+            augment = time.perf_counter() - start
+        start = time.perf_counter()
+        loss = F.binary_cross_entropy_with_logits(model(image), mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start, augment
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.after_bare is not None:

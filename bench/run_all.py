@@ -6,7 +6,7 @@
 
 Each benchmark runs in its own process; the blocks are printed and written to
 ``build/bench/results.md`` (``--out``), ready to paste into docs/performance.md.
-bench/predict.py is left to its own command; bench/gpu.py skips without CUDA.
+bench/gpu.py skips without CUDA.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common import REPO, WORK
 
-BENCHES = ("train_throughput", "cold_start", "val_metrics", "gpu")
+BENCHES = ("train_throughput", "cold_start", "val_metrics", "predict", "gpu")
 
 
 def main() -> None:

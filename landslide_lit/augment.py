@@ -223,7 +223,8 @@ class SarAugmentation(nn.Module):
         labels = torch.cat([mask.to(image.dtype), valid.to(image.dtype)], dim=1)
         cropped = crop(labels[rows], params=params, resample=Resample.NEAREST)
         labels = labels.index_copy(0, rows, cropped)
-        return image, labels[:, :1].to(mask.dtype), labels[:, 1:] > 0.5
+        # contiguous: a channel sliced out of labels would be a strided view into the loss
+        return image, labels[:, :1].to(mask.dtype).contiguous(), labels[:, 1:] > 0.5
 
     def _crop_for(self, height: int, width: int) -> K.RandomResizedCrop:
         if (height, width) not in self._crops:

@@ -69,3 +69,23 @@ def _fake_chips(n, grid=20):
     label = np.ones((128 * grid, 128 * grid), np.float32)
     chips = extract_chips(image, label, ("vv_before",), [0], size=128, keep="positive")
     return type(chips)(chips.images[:n], chips.targets[:n], chips.origins[:n], chips.channels)
+
+
+@pytest.mark.parametrize("stride", [None, 3, 5])
+def test_chips_are_the_grid_slices_contiguous(stride):
+    """Every kept chip is the plain slice of the image and label at its origin."""
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((3, 23, 29)).astype(np.float32)
+    image[1, ::4, ::3] = np.nan
+    label = (rng.random((23, 29)) > 0.97).astype(np.float32)
+    label[0, 0] = np.nan
+    for keep in ("positive", "valid"):
+        chips = extract_chips(image, label, ("a", "b", "c"), [0, 1], 6, stride, keep)
+        assert chips.images.is_contiguous() and chips.targets.is_contiguous()
+        assert chips.images.dtype == torch.float32 and chips.targets.dtype == torch.uint8
+        for k, (row, col) in enumerate(chips.origins.tolist()):
+            expected = image[:, row : row + 6, col : col + 6]
+            np.testing.assert_array_equal(chips.images[k].numpy(), expected)
+            np.testing.assert_array_equal(
+                chips.targets[k].numpy(), (label[row : row + 6, col : col + 6] > 0).astype(np.uint8)
+            )

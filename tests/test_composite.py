@@ -177,3 +177,32 @@ def test_source_cube_is_not_modified():
     )
     cube.load()
     assert cube.identical(original)
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 16])
+def test_streamed_mean_is_the_exact_float64_mean_of_the_logs(monkeypatch, block):
+    """Block by block or not, the mean is sum(finite logs) in float64 / count, cast once."""
+    from landslide_lit.data import composite
+
+    monkeypatch.setattr(composite, "BLOCK", block)
+    rng = np.random.default_rng(3)
+    cube = hand_cube(height=19, width=23)
+    cube["vv"][:] = rng.gamma(4.4, 0.05, cube["vv"].shape).astype(np.float32)
+    cube["vv"][0, 1, 1] = np.nan
+    cube["vv"][2, 1, 1] = np.nan  # one finite acquisition left at (1, 1)
+    cube["vv"][2, 3, 4] = np.inf
+    cube["vv"][3, 5, 6] = 0.0  # -> NaN with nonpositive="nodata"
+    cube["vv"][:, 7, 8] = np.nan  # no data at all
+    settings = CompositeSettings(before=3, nonpositive="nodata")
+    out = build_composite(cube, HOKKAIDO, ["vv_before", "vv_after"], settings)["image"].values
+    planes = cube["vv"].values[[0, 2, 3]].copy()  # the descending acquisitions before
+    planes[planes <= 0] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(planes)
+        finite = np.isfinite(logs)
+        total = np.where(finite, logs, 0).astype(np.float64).sum(axis=0)
+        expected = (total / finite.sum(axis=0)).astype(np.float32)
+    np.testing.assert_array_equal(out[0], expected)  # NaN where no finite value
+    after = np.log(cube["vv"].values[6])
+    np.testing.assert_array_equal(out[1], np.where(np.isfinite(after), after, np.nan))
+    assert np.isnan(out[0, 7, 8]) and out[0, 1, 1] == logs[2, 1, 1]

@@ -136,3 +136,25 @@ def test_chip_cache_is_built_once_and_reused(synthetic_root, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="landslide_lit"):
         make_datamodule(str(root), cache=False).chips(first.train_region)
     assert "built from" in caplog.text and "chip cache" not in caplog.text
+
+
+def test_channel_stats_are_numpys_nanmean_and_nanstd_to_the_bit(monkeypatch):
+    from landslide_lit.data import datamodule
+    from landslide_lit.data.datamodule import ChannelStats
+
+    rng = np.random.default_rng(5)
+    image = (rng.standard_normal((4, 37, 41)) * 300 + 7).astype(np.float32)
+    image[0, ::3, ::5] = np.nan
+    image[1] = np.nan  # empty: mean 0, std 1
+    image[2] = 3.0  # constant: std 1
+    for block in (11, 1 << 16):
+        monkeypatch.setattr(datamodule, "_STATS_BLOCK", block)
+        stats = ChannelStats.of(image, ["a", "b", "c", "d"], "r")
+        for c in (0, 3):
+            assert stats.mean[c] == float(
+                np.nanmean(image[c : c + 1], axis=(1, 2), dtype=np.float64)[0]
+            )
+            assert stats.std[c] == float(
+                np.nanstd(image[c : c + 1], axis=(1, 2), dtype=np.float64)[0]
+            )
+        assert (stats.mean[1], stats.std[1], stats.mean[2], stats.std[2]) == (0.0, 1.0, 3.0, 1.0)

@@ -84,7 +84,9 @@ def extract_chips(
             )
         selected = positive
     else:
-        has_sar = np.isfinite(image[sar_channels]).all(axis=0)
+        has_sar = np.ones((height, width), bool)  # a plane at a time, no (C, H, W) copies
+        for channel in sar_channels:
+            has_sar &= np.isfinite(image[channel])
         selected = (
             sliding_window_view(has_sar, (size, size))[::stride, ::stride]
             .any(axis=(-2, -1))
@@ -92,10 +94,12 @@ def extract_chips(
         )
     index = np.flatnonzero(selected)
     rows, cols = np.divmod(index, windows.shape[2])
-    images = np.ascontiguousarray(windows[:, rows, cols].transpose(1, 0, 2, 3), np.float32)
+    # (C, rows, cols, S, S) -> (rows, cols, C, S, S): indexing the two grid axes then gives
+    # (N, C, S, S) in one C-contiguous copy, without a transposed copy in between.
+    images = windows.transpose(1, 2, 0, 3, 4)[rows, cols].astype(np.float32, copy=False)
     targets = None
-    if label is not None:
-        targets = torch.from_numpy(np.ascontiguousarray(label_windows[rows, cols], np.uint8))
+    if label is not None:  # bool and uint8 share their bytes: 1 where positive
+        targets = torch.from_numpy(label_windows[rows, cols].view(np.uint8))
     return Chips(
         images=torch.from_numpy(images),
         targets=targets,

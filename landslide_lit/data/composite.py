@@ -273,6 +273,16 @@ def _channel(
     out[...] = ds[var].values
 
 
+BLOCK = 1 << 16
+"""Elements per block of the fused per-pixel passes (256 KiB of float32): a block's log,
+finiteness mask and sums stay in the CPU cache instead of making full-plane temporaries.
+Per-pixel arithmetic only, so the result does not depend on it."""
+
+
+def _blocks(n: int) -> range:
+    return range(0, n, BLOCK)
+
+
 def _reduce_over_time(
     var: xr.DataArray,
     time_dim: str,
@@ -284,66 +294,107 @@ def _reduce_over_time(
 ) -> None:
     """Mean (streamed, one slice in memory) or median of the chosen timesteps, into ``out``.
 
-    The mean sums in float64 and divides by the per-pixel count of finite values (NaN
-    where there is none), written to float32 ``out`` by the division itself.
+    The mean sums the finite values in float64 and divides by their per-pixel count (NaN
+    where there is none), written to float32 ``out`` by the division itself. Each slice
+    is read once and then passed over block by block (see :data:`BLOCK`).
     """
-    slices = (_read_slice(var, time_dim, i, settings, log_amplitude, path) for i in indices)
+    if not out.flags.c_contiguous:  # the passes below work on flat views of out
+        tmp = np.empty(out.shape, np.float32)
+        _reduce_over_time(var, time_dim, indices, settings, log_amplitude, path, tmp)
+        out[...] = tmp
+        return
+    read = (var, time_dim, settings, log_amplitude, path)
     if settings.reducer == "median":
+        slices = [_read_slice(*read, i) for i in indices]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
-            out[...] = np.nanmedian(np.stack(list(slices)), axis=0)
+            out[...] = np.nanmedian(np.stack(slices), axis=0)
         return
+    flat_out = out.reshape(-1)  # out is one C-contiguous channel of the stack
     if len(indices) == 1:  # the mean of one value is that value: no float64 round trip
-        plane = next(slices)
-        np.copyto(out, plane)
-        out[~np.isfinite(plane)] = np.nan
+        _read_slice(*read, indices[0], out=out)
+        for s in _blocks(flat_out.size):
+            block = flat_out[s : s + BLOCK]
+            np.copyto(block, np.nan, where=~np.isfinite(block))  # +-inf -> no data
         return
-    total = count = None
-    for plane in slices:
-        finite = np.isfinite(plane)
-        if total is None:
-            total = np.zeros(plane.shape, np.float64)
-            count = np.zeros(plane.shape, np.uint8 if len(indices) < 256 else np.int32)
-        plane[~finite] = 0.0  # our own copy (see _read_slice)
-        total += plane
-        count += finite
+    total = np.zeros(flat_out.size, np.float64)
+    count = np.zeros(flat_out.size, np.uint8 if len(indices) < 256 else np.int32)
+    plane = np.empty(out.shape, np.float32)  # one buffer for every slice
+    flat = plane.reshape(-1)
+    for index in indices:
+        _read_slice(*read, index, out=plane)
+        for s in _blocks(flat.size):
+            block, finite = flat[s : s + BLOCK], np.isfinite(flat[s : s + BLOCK])
+            np.copyto(block, 0, where=~finite)  # our own buffer
+            np.add(total[s : s + BLOCK], block, out=total[s : s + BLOCK])
+            np.add(count[s : s + BLOCK], finite, out=count[s : s + BLOCK])
     with np.errstate(invalid="ignore", divide="ignore"):
-        np.divide(total, count, out=out, casting="same_kind")
+        np.divide(total, count, out=flat_out, casting="same_kind")
 
 
 def _read_slice(
     var: xr.DataArray,
     time_dim: str,
-    index: int,
     settings: CompositeSettings,
     log_amplitude: bool,
     path: object,
+    index: int,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    # Our own array, since the log below works in place: a lazily read slice is a fresh
-    # array; an in-memory cube hands out views, which are copied.
-    plane = np.asarray(var.isel({time_dim: index}).values, dtype=np.float32)
-    if not (plane.flags.owndata and plane.flags.writeable):
-        plane = plane.copy()
+    """Timestep ``index`` of ``var`` as float32 (natural log for amplitudes) in ``out``.
+
+    ``out`` (or a new array) is always our own: the source slice, which an in-memory cube
+    hands out as a view, is never written to.
+    """
+    raw = np.asarray(var.isel({time_dim: index}).values)
+    if raw.dtype != np.float32:
+        raw = raw.astype(np.float32)
+    plane = np.empty(raw.shape, np.float32) if out is None else out
     when = f"{path}: {var.name} at {time_dim} index {index} ({var[time_dim].values[index]})"
-    finite = np.isfinite(plane)
-    if not finite.any():
-        raise CubeError(
-            f"{when} is all NaN (no data); drop that "
-            "acquisition or pick others with the composite settings"
-        )
-    if log_amplitude:
-        nonpositive = finite & (plane <= 0)
-        if nonpositive.any():
+    if not log_amplitude:
+        np.copyto(plane, raw)
+        if not _any_finite(plane):
+            raise CubeError(_all_nan_message(when))
+        return plane
+    # One pass per block: look for amplitudes <= 0 and take the log. Without any (the
+    # usual case), log is finite exactly where the amplitude is, so the all-NaN check
+    # can look at the log.
+    src, dst = raw.reshape(-1), plane.reshape(-1)
+    nonpositive = False
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for s in _blocks(src.size):
+            block = src[s : s + BLOCK]
+            nonpositive = nonpositive or bool(np.less_equal(block, 0).any())
+            np.log(block, out=dst[s : s + BLOCK])
+    if nonpositive:  # rare: the exact rules, on whole planes
+        finite = np.isfinite(raw)
+        if not finite.any():
+            raise CubeError(_all_nan_message(when))
+        bad = finite & (raw <= 0)
+        if bad.any():
             if settings.nonpositive == "error":
                 raise CubeError(
-                    f"{when}: {int(nonpositive.sum())} amplitude(s) <= 0 (min "
-                    f"{float(plane[finite].min()):.4g}); vv/vh must be linear power. If the "
+                    f"{when}: {int(bad.sum())} amplitude(s) <= 0 (min "
+                    f"{float(raw[finite].min()):.4g}); vv/vh must be linear power. If the "
                     "cube holds dB, convert with 10**(dB/10); if 0 marks missing data, set "
                     "--data.composite.nonpositive nodata"
                 )
-            plane[nonpositive] = np.nan
-        np.log(plane, out=plane)
+            plane[bad] = np.nan
+    elif not _any_finite(plane):
+        raise CubeError(_all_nan_message(when))
     return plane
+
+
+def _any_finite(plane: np.ndarray) -> bool:
+    flat = plane.reshape(-1)
+    return any(np.isfinite(flat[s : s + BLOCK]).any() for s in _blocks(flat.size))
+
+
+def _all_nan_message(when: str) -> str:
+    return (
+        f"{when} is all NaN (no data); drop that "
+        "acquisition or pick others with the composite settings"
+    )
 
 
 def _provenance(

@@ -59,11 +59,15 @@ class ChannelStats:
 
     @classmethod
     def of(cls, image: np.ndarray, channels: Sequence[str], region: str) -> ChannelStats:
-        # Channel by channel: numpy's nan-reductions copy their input, twice for the std;
-        # a channel at a time keeps that copy to one plane. Same arithmetic, same values.
-        planes = [image[c : c + 1] for c in range(len(image))]
-        mean = np.concatenate([np.nanmean(p, axis=(1, 2), dtype=np.float64) for p in planes])
-        std = np.concatenate([np.nanstd(p, axis=(1, 2), dtype=np.float64) for p in planes])
+        # Channel by channel, one copy of a plane for both moments (see _nan_mean_std).
+        mean, std = np.array([_nan_mean_std(image[c]) for c in range(len(image))]).T
+        return cls.from_moments(mean, std, channels, region)
+
+    @classmethod
+    def from_moments(
+        cls, mean: np.ndarray, std: np.ndarray, channels: Sequence[str], region: str
+    ) -> ChannelStats:
+        """Statistics from per-channel moments; constant or empty channels standardise to 0."""
         unusable = ~np.isfinite(std) | (std == 0)
         for channel in np.asarray(channels)[unusable]:
             log.warning(
@@ -73,6 +77,35 @@ class ChannelStats:
             mean=tuple(np.where(np.isfinite(mean), mean, 0.0).tolist()),
             std=tuple(np.where(unusable, 1.0, std).tolist()),
         )
+
+
+def _nan_mean_std(plane: np.ndarray) -> tuple[float, float]:
+    """``np.nanmean`` and ``np.nanstd`` (float64) of a (y, x) plane, the same bits, in one go.
+
+    numpy's two calls each copy the plane with NaN set to 0, find the NaN and sum the copy;
+    here that is done once. The arithmetic is numpy's own: the float64 sum of the zeroed
+    float32 copy by the same reduction call, over the count of non-NaN pixels; deviations
+    from the mean computed in float64 and stored as float32, squared, summed in float64.
+    The per-pixel steps go block by block, so their temporaries stay in the CPU cache.
+    An all-NaN plane gives NaN for both, without numpy's warnings.
+    """
+    nan = np.isnan(plane)
+    zeroed = np.where(nan, plane.dtype.type(0), plane)  # numpy's copy, in the plane's dtype
+    count = nan.size - np.count_nonzero(nan)
+    cube = zeroed[None]  # numpy's nan-reductions sum a (1, y, x) channel over axes (1, 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.sum(cube, axis=(1, 2), dtype=np.float64, keepdims=True) / count
+        flat, mask = zeroed.reshape(-1), nan.reshape(-1)
+        for s in range(0, flat.size, _STATS_BLOCK):
+            block = flat[s : s + _STATS_BLOCK]
+            np.subtract(block, mean.reshape(()), out=block, casting="unsafe")
+            np.copyto(block, 0, where=mask[s : s + _STATS_BLOCK])
+            np.multiply(block, block, out=block)
+        var = np.sum(cube, axis=(1, 2), dtype=np.float64) / count
+    return float(mean.reshape(())), float(np.sqrt(var)[0])
+
+
+_STATS_BLOCK = 1 << 16
 
 
 def _grid_of(composite: xr.Dataset) -> xr.Dataset:
@@ -283,9 +316,10 @@ class LandslideDataModule(L.LightningDataModule):
         return [self.train_region, self.test_region, *filter(None, [self.validate_region])]
 
     def _ensure_synthetic(self, region: Region) -> None:
-        from landslide_lit.data.synthetic import write_synthetic_cube
-
         if existing_cube(region, self.root, synthetic=True) is None:
+            # imported only to write a cube: importing it costs more than a warm start
+            from landslide_lit.data.synthetic import write_synthetic_cube
+
             path = region.cube_path(self.root, synthetic=True)
             log.info("generating a synthetic %s cube at %s", region.name, path)
             write_synthetic_cube(region, root=self.root)
@@ -430,14 +464,8 @@ class LandslideDataModule(L.LightningDataModule):
         if region.name in self.stats:
             return
         mean, std = self._windows(region).moments()
-        unusable = ~np.isfinite(std) | (std == 0)
-        for channel in np.asarray(self.channel_names)[unusable]:
-            log.warning(
-                "%s: channel %s is constant or empty; it standardises to 0", region.name, channel
-            )
-        self.stats[region.name] = ChannelStats(
-            mean=tuple(np.where(np.isfinite(mean), mean, 0.0).tolist()),
-            std=tuple(np.where(unusable, 1.0, std).tolist()),
+        self.stats[region.name] = ChannelStats.from_moments(
+            mean, std, self.channel_names, region.name
         )
 
     def _regions_of(self, name: str) -> list[str]:
