@@ -31,7 +31,7 @@ table1: install
 	$(VENV)/bin/landslide-lit reproduce $(TABLE1_ARGS)
 
 # Benchmarks against the performance targets (docs/performance.md); results in
-# build/bench/results.md. About 15 min on 2 CPU cores; bench-quick about 4 min.
+# build/bench/results.md. About 11 min on 2 CPU cores (the first run writes a 2.9 GB cube); bench-quick about 4 min.
 bench: install
 	$(PY) bench/run_all.py
 

@@ -1,6 +1,6 @@
 """Run every benchmark and write their markdown blocks to one results file.
 
-    python bench/run_all.py             # full: ~15 min on 2 CPU cores (make bench)
+    python bench/run_all.py             # full: ~11 min on 2 CPU cores (make bench)
     python bench/run_all.py --quick     # smaller encoder, cube and repeats: ~4 min
     python bench/run_all.py --only cold_start val_metrics
 
