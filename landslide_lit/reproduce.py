@@ -1006,7 +1006,9 @@ def write_transfer(
         regions,
         cells,
         folder / "matrix.png",
-        title=f"Transfer, {INPUTS.get(config, config)}: AUPRC ± std, x no skill"
+        title=f"Transfer, {INPUTS.get(config, config)}: AUPRC"
+        + (" ± std" if len(setup.seeds) > 1 else "")
+        + ", x no skill"
         + (" (SYNTHETIC CUBES)" if setup.synthetic else ""),
     )
     _progress(f"wrote {table}, matrix.csv and matrix.png in {folder}")
