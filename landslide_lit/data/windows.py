@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,7 @@ class WindowDataset(Dataset):
     def read_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The composite (C, y1 - y0, W) of rows [y0, y1) and its raw labels (or None)."""
         cube = self._open().isel({self.region.names.y: slice(y0, y1)})
-        with _quiet() if self._reads else _noop():
+        with _quiet() if self._reads else nullcontext():
             composite = build_composite(cube, self.region, self.channels, self.settings)
         self._reads += 1
         self.attrs = dict(composite.attrs)
@@ -250,11 +250,6 @@ class WindowDataset(Dataset):
                 count[c] = n
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, mean, np.nan), np.sqrt(m2 / count)
-
-
-@contextmanager
-def _noop() -> Iterator[None]:
-    yield
 
 
 def _grid_mapping(cube: xr.Dataset, variable: str) -> str | None:
