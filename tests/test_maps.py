@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 from pathlib import Path
 
 import lightning as L
@@ -13,13 +14,14 @@ import xarray as xr
 
 from landslide_lit import maps
 from landslide_lit.data import windows as windows_module
-from landslide_lit.data.composite import build_composite
-from landslide_lit.data.cube import open_cube
+from landslide_lit.data.composite import CompositeSettings, build_composite, select_windows
+from landslide_lit.data.cube import CubeError, existing_cube, open_cube
 from landslide_lit.data.datamodule import ChannelStats, LandslideDataModule
 from landslide_lit.data.synthetic import write_synthetic_cube
 from landslide_lit.data.windows import WindowPlan
 from landslide_lit.maps import ProbabilityMapWriter
 from landslide_lit.module import LandslideSegmenter
+from landslide_lit.regions import get_region
 
 TINY = {
     "encoder_name": "tu-test_resnet",
@@ -218,3 +220,85 @@ def test_a_region_smaller_than_a_window_is_padded(cube_root, tmp_path):
     assert values.shape == (70, 90) and np.isnan(values[~has_data]).all()
     np.testing.assert_allclose(values[has_data], 0.5, rtol=1e-6)
     assert not list(tmp_path.glob(".*partial*"))  # spill files removed
+
+
+def test_predict_reads_back_the_composite_of_its_statistics_pass(cube_root, small_bands):
+    """The statistics pass keeps the composite on disk; the windows read from it are the
+    windows composited from the cube, bit for bit, and teardown removes it."""
+    dm = datamodule(cube_root)
+    dm.setup("predict")
+    windows = dm._datasets["predict"][0]
+    folder = windows.store.folder
+    assert sorted(p.name for p in folder.iterdir()) == ["image.f32", "label.u8"]
+    kept = [windows[i] for i in range(len(windows))]
+    windows.release()
+    assert not folder.exists() and windows.store is None
+    for i, item in enumerate(kept):
+        fresh = windows[i]
+        assert item.keys() == fresh.keys()
+        for key in item:
+            torch.testing.assert_close(item[key], fresh[key], rtol=0, atol=0, equal_nan=True)
+    dm.stats.clear()  # else known: no statistics pass, nothing kept
+    dm.setup("predict")
+    folder = dm._datasets["predict"][0].store.folder
+    dm.teardown("predict")
+    assert not folder.exists()
+
+
+def test_without_room_for_the_composite_predict_composites_twice(
+    cube_root, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(windows_module.shutil, "disk_usage", lambda path: Namespace(free=2**20))
+    dm = datamodule(cube_root)
+    with caplog.at_level("WARNING", logger="landslide_lit.data.windows"):
+        stem = predict(constant_model(dm.channel_names, 0.3), dm, tmp_path, formats=["netcdf"])
+    assert "Set TMPDIR to a folder with more room" in caplog.text
+    assert dm._datasets["predict"][0].store is None
+    with xr.open_dataset(stem.with_suffix(".nc")) as written:
+        values = written["landslide_probability"].values
+    np.testing.assert_allclose(values[sar_has_data(dm)], 1 / (1 + np.exp(-0.3)), rtol=1e-6)
+
+
+def cube_with_after_image_missing(root: Path, tmp_path: Path, rows: slice) -> Path:
+    """A copy of the Talakmau cube whose after acquisition has no data in ``rows``."""
+    region = get_region("talakmau")
+    names = region.names
+    with open_cube(existing_cube(region, root, synthetic=True), names) as cube:
+        cube = cube.load()
+    after = select_windows(cube, region, CompositeSettings()).after[0]
+    for var in (names.vv, names.vh):
+        values = cube[var].values.copy()
+        values[after, rows] = np.nan
+        cube[var] = cube[var].copy(data=values)
+    out = tmp_path / "root"
+    cube.drop_encoding().to_zarr(region.cube_path(out, synthetic=True), consolidated=True)
+    return out
+
+
+def test_a_band_outside_an_acquisitions_footprint_is_no_data(cube_root, tmp_path, small_bands):
+    """An acquisition without data in a whole band of rows (outside its footprint) gives
+    NaN there, as the composite of the whole region does, not an error."""
+    root = cube_with_after_image_missing(cube_root, tmp_path, slice(0, 250))
+    dm = datamodule(root)
+    stem = predict(constant_model(dm.channel_names), dm, tmp_path / "maps", formats=["netcdf"])
+    with xr.open_dataset(stem.with_suffix(".nc")) as written:
+        values = written["landslide_probability"].values
+    assert np.isnan(values[:250]).all()
+    has_data = sar_has_data(dm)
+    assert has_data[250:].any()
+    np.testing.assert_allclose(values[has_data], 0.5, rtol=1e-6)
+
+
+def test_a_region_without_sar_data_is_one_clear_error(cube_root, tmp_path):
+    root = cube_with_after_image_missing(cube_root, tmp_path, slice(None))
+    dm = datamodule(root)
+    with pytest.raises(CubeError, match=r"no data in vv_after, vh_after anywhere in talakmau"):
+        dm.setup("predict")
+
+
+def test_the_maps_provenance_comes_with_loader_workers(cube_root, tmp_path):
+    """The dates used reach the map when the windows are read in worker processes."""
+    dm = datamodule(cube_root, num_workers=1)
+    stem = predict(constant_model(dm.channel_names), dm, tmp_path, formats=["netcdf"])
+    summary = json.loads(stem.with_suffix(".json").read_text())
+    assert summary["before_acquisitions"] and summary["after_acquisitions"]

@@ -188,6 +188,7 @@ def build_composite(
     region: Region,
     channels: str | Sequence[str],
     settings: CompositeSettings | None = None,
+    empty_slices: Literal["error", "allow"] = "error",
 ) -> xr.Dataset:
     """Stack ``channels`` for ``region`` into ``image`` (channel, y, x) and ``label`` (y, x).
 
@@ -195,6 +196,10 @@ def build_composite(
     time or pair dimension (e.g. ``spatial_ref``) and its attributes (CRS
     included), plus the dates actually used. ``label`` is the raw
     ``landslides`` variable (absent when the cube has none).
+
+    ``empty_slices``: an acquisition with no data at all in ``ds`` is an ``error``
+    (whole regions), or ``allow``-ed for a part of a region (a band of rows outside an
+    acquisition's footprint), whose caller checks the region as a whole.
     """
     settings = settings or CompositeSettings()
     channel_names = resolve_channels(channels)
@@ -207,7 +212,7 @@ def build_composite(
     shape = (len(channel_names), ds.sizes[names.y], ds.sizes[names.x])
     stack = np.empty(shape, np.float32)
     for i, name in enumerate(channel_names):
-        _channel(ds, region, name, windows, settings, path, out=stack[i])
+        _channel(ds, region, name, windows, settings, path, empty_slices, out=stack[i])
     image = xr.DataArray(
         stack,
         dims=("channel", names.y, names.x),
@@ -221,9 +226,22 @@ def build_composite(
         k: v for k, v in ds.coords.items() if names.time not in v.dims and names.pair not in v.dims
     }
     out = out.assign_coords(spatial)
-    out.attrs = dict(ds.attrs)
-    out.attrs.update(_provenance(ds, region, settings, windows))
+    out.attrs = {**ds.attrs, **_provenance(ds, region, settings, windows)}
     return out
+
+
+def composite_attrs(
+    ds: xr.Dataset,
+    region: Region,
+    channels: str | Sequence[str],
+    settings: CompositeSettings | None = None,
+) -> dict[str, str | int]:
+    """The attributes :func:`build_composite` gives its result (the cube's, the dates used),
+    without reading any data; warns as it does when a window is short."""
+    settings = settings or CompositeSettings()
+    needs_windows = any(_window_of(c) for c in resolve_channels(channels))
+    windows = select_windows(ds, region, settings) if needs_windows else None
+    return {**ds.attrs, **_provenance(ds, region, settings, windows)}
 
 
 def _window_of(channel: str) -> str | None:
@@ -238,6 +256,7 @@ def _channel(
     windows: Windows | None,
     settings: CompositeSettings,
     path: object,
+    empty_slices: Literal["error", "allow"],
     out: np.ndarray,
 ) -> None:
     """Write ``channel`` (y, x) into ``out``."""
@@ -248,9 +267,9 @@ def _channel(
         var = {"vv": names.vv, "vh": names.vh}.get(base, base)
         require_variables(ds, [var], names, path, dims=(names.time, names.y, names.x))
         indices = getattr(windows, window)
-        _reduce_over_time(
-            ds[var], names.time, indices, settings, var in (names.vv, names.vh), path, out
-        )
+        amplitude = var in (names.vv, names.vh)
+        read = (ds[var], names.time, settings, amplitude, path, empty_slices == "allow")
+        _reduce_over_time(read, indices, settings.reducer, out)
         return
     if "@" in channel:
         var, _, pair = channel.rpartition("@")
@@ -283,13 +302,14 @@ def _blocks(n: int) -> range:
     return range(0, n, BLOCK)
 
 
+_ReadArgs = tuple[xr.DataArray, str, CompositeSettings, bool, object, bool]
+"""The leading arguments of :func:`_read_slice` for one variable."""
+
+
 def _reduce_over_time(
-    var: xr.DataArray,
-    time_dim: str,
+    read: _ReadArgs,
     indices: tuple[int, ...],
-    settings: CompositeSettings,
-    log_amplitude: bool,
-    path: object,
+    reducer: Literal["mean", "median"],
     out: np.ndarray,
 ) -> None:
     """Mean (streamed, one slice in memory) or median of the chosen timesteps, into ``out``.
@@ -300,11 +320,10 @@ def _reduce_over_time(
     """
     if not out.flags.c_contiguous:  # the passes below work on flat views of out
         tmp = np.empty(out.shape, np.float32)
-        _reduce_over_time(var, time_dim, indices, settings, log_amplitude, path, tmp)
+        _reduce_over_time(read, indices, reducer, tmp)
         out[...] = tmp
         return
-    read = (var, time_dim, settings, log_amplitude, path)
-    if settings.reducer == "median":
+    if reducer == "median":
         slices = [_read_slice(*read, i) for i in indices]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
@@ -338,13 +357,15 @@ def _read_slice(
     settings: CompositeSettings,
     log_amplitude: bool,
     path: object,
+    allow_empty: bool,
     index: int,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Timestep ``index`` of ``var`` as float32 (natural log for amplitudes) in ``out``.
 
     ``out`` (or a new array) is always our own: the source slice, which an in-memory cube
-    hands out as a view, is never written to.
+    hands out as a view, is never written to. A slice without any data is an error
+    unless ``allow_empty``.
     """
     raw = np.asarray(var.isel({time_dim: index}).values)
     if raw.dtype != np.float32:
@@ -353,7 +374,7 @@ def _read_slice(
     when = f"{path}: {var.name} at {time_dim} index {index} ({var[time_dim].values[index]})"
     if not log_amplitude:
         np.copyto(plane, raw)
-        if not _any_finite(plane):
+        if not allow_empty and not _any_finite(plane):
             raise CubeError(_all_nan_message(when))
         return plane
     # One pass per block: look for amplitudes <= 0 and take the log. Without any (the
@@ -368,7 +389,7 @@ def _read_slice(
             np.log(block, out=dst[s : s + BLOCK])
     if nonpositive:  # rare: the exact rules, on whole planes
         finite = np.isfinite(raw)
-        if not finite.any():
+        if not allow_empty and not finite.any():
             raise CubeError(_all_nan_message(when))
         bad = finite & (raw <= 0)
         if bad.any():
@@ -380,7 +401,7 @@ def _read_slice(
                     "--data.composite.nonpositive nodata"
                 )
             plane[bad] = np.nan
-    elif not _any_finite(plane):
+    elif not allow_empty and not _any_finite(plane):
         raise CubeError(_all_nan_message(when))
     return plane
 

@@ -427,8 +427,10 @@ class LandslideDataModule(L.LightningDataModule):
             ]
         if stage == "predict":
             self._datasets["predict"] = [self._windows(r) for r in self._eval_regions("predict")]
-            for region in self._eval_regions("predict"):
-                self._stream_stats(region)
+            for region, windows in zip(
+                self._eval_regions("predict"), self._datasets["predict"], strict=True
+            ):
+                self._stream_stats(region, windows)
         for name, datasets in self._datasets.items():
             for region, dataset in zip(self._regions_of(name), datasets, strict=False):
                 if len(dataset) == 0:
@@ -450,23 +452,32 @@ class LandslideDataModule(L.LightningDataModule):
             self.predict_overlap,
         )
 
-    def _stream_stats(self, region: Region) -> None:
-        """Ready the statistics that standardise ``region`` without building its chips.
+    def _stream_stats(self, region: Region, windows: WindowDataset) -> None:
+        """Ready the statistics that standardise ``region`` (predicted as ``windows``).
 
         Statistics the run lacks (``norm_stats: region``, or ``train`` without a
         checkpoint) are streamed over the cube band by band: the values of
-        :meth:`ChannelStats.of` over the whole composite, without holding it.
+        :meth:`ChannelStats.of` over the whole composite, without holding it. When that
+        pass composites the predicted region itself, its composite is kept on disk for
+        the windows (see :class:`CompositeStore`) instead of being made twice.
         """
+        keep = True
         if self.norm_stats == "train":
             if self.checkpoint_train_stats is not None:
                 return
-            region = self.train_region
+            if region.name != self.train_region.name:
+                region, windows, keep = self.train_region, self._windows(self.train_region), False
         if region.name in self.stats:
             return
-        mean, std = self._windows(region).moments()
+        mean, std = windows.moments(keep=keep)
         self.stats[region.name] = ChannelStats.from_moments(
             mean, std, self.channel_names, region.name
         )
+
+    def teardown(self, stage: str) -> None:
+        if stage == "predict":
+            for windows in self._datasets.get("predict", []):
+                windows.release()
 
     def _regions_of(self, name: str) -> list[str]:
         stage = {"train": "fit", "val": "validate"}.get(name, name)

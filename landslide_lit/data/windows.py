@@ -9,16 +9,21 @@ the weights of a pixel add up to one: a constant model gives a constant map, and
 overlap each pixel is its one window's prediction.
 
 Windows are read in bands: runs of consecutive window rows whose composite is built at once
-by :func:`build_composite` from a lazy row slice of the cube. Memory holds one band (its
-rows x the region's width), never the whole region.
+by :func:`build_composite` from a lazy row slice of the cube, or, once a statistics pass has
+composited the whole region, read back from the :class:`CompositeStore` it left on disk.
+Memory holds one band (its rows x the region's width), never the whole region.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +36,9 @@ from landslide_lit.data.composite import (
     SAR_CHANNELS,
     CompositeSettings,
     build_composite,
+    composite_attrs,
 )
-from landslide_lit.data.cube import open_cube
+from landslide_lit.data.cube import CubeError, open_cube
 from landslide_lit.regions import Region
 
 log = logging.getLogger(__name__)
@@ -144,6 +150,63 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
+class CompositeStore:
+    """A region's composite kept on disk while it is predicted, read back by rows.
+
+    Two raw files in a temporary folder (``TMPDIR``): the image as (y, channel, x) float32,
+    so that any run of rows is one contiguous read, and the labels as (y, x) uint8
+    (``landslides > 0``). Rows are appended top to bottom and read with plain file reads
+    (no memory map), so memory holds only the rows asked for. The folder is removed by
+    :meth:`remove`, or when the process that made it exits; copies sent to loader workers
+    only read.
+    """
+
+    def __init__(self, region: str, channels: int, width: int, labels: bool) -> None:
+        self.channels, self.width, self.labels, self.rows = channels, width, labels, 0
+        self.folder = Path(tempfile.mkdtemp(prefix=f"landslide-lit-{region}-composite-"))
+        self._remove = weakref.finalize(self, _remove_folder, self.folder, os.getpid())
+
+    @staticmethod
+    def bytes_needed(channels: int, height: int, width: int, labels: bool) -> int:
+        return height * width * (4 * channels + int(labels))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_remove": None}  # a copy never removes the folder
+
+    def append(self, image: np.ndarray, label: np.ndarray | None) -> None:
+        """Add the next rows: ``image`` (C, rows, W) float32, ``label`` (rows, W) uint8."""
+        with open(self.folder / "image.f32", "ab") as out:
+            np.ascontiguousarray(image.transpose(1, 0, 2), np.float32).tofile(out)
+        if self.labels:
+            with open(self.folder / "label.u8", "ab") as out:
+                np.ascontiguousarray(label, np.uint8).tofile(out)
+        self.rows += image.shape[1]
+
+    def read(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows [y0, y1): the image (C, rows, W) (a view of a fresh read) and the labels."""
+        if not 0 <= y0 <= y1 <= self.rows:
+            raise IndexError(f"rows [{y0}, {y1}) outside the {self.rows} stored in {self.folder}")
+        rows, row_values = y1 - y0, self.channels * self.width
+        image = np.fromfile(
+            self.folder / "image.f32", np.float32, rows * row_values, offset=4 * y0 * row_values
+        ).reshape(rows, self.channels, self.width)
+        label = None
+        if self.labels:
+            label = np.fromfile(
+                self.folder / "label.u8", np.uint8, rows * self.width, offset=y0 * self.width
+            ).reshape(rows, self.width)
+        return image.transpose(1, 0, 2), label
+
+    def remove(self) -> None:
+        if self._remove is not None:
+            self._remove()
+
+
+def _remove_folder(folder: Path, owner: int) -> None:
+    if os.getpid() == owner:  # not from a forked worker's copy
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class WindowDataset(Dataset):
     """The windows of a whole region, read band by band from its cube.
 
@@ -155,7 +218,9 @@ class WindowDataset(Dataset):
     Attributes:
         plan: the windows.
         grid: the cube's coordinates without time or pair dimensions (y/x, CRS), lazy.
-        attrs: the composite's attributes (the cube's, and the dates used), after a read.
+        attrs: the composite's attributes (the cube's, and the dates used).
+        store: the composite kept by :meth:`moments` (``keep=True``), or None: bands are
+            then composited from the cube.
     """
 
     def __init__(
@@ -180,10 +245,11 @@ class WindowDataset(Dataset):
         ]
         self.grid = cube.drop_vars([k for k in cube.variables if k not in spatial])
         self.grid_mapping = _grid_mapping(cube, names.vv)
-        self.attrs: dict[str, Any] = {}
         self.sar_channels = [i for i, c in enumerate(channels) if c in SAR_CHANNELS]
+        self.store: CompositeStore | None = None
         self._band: tuple[int, np.ndarray, np.ndarray | None] | None = None
-        self._reads = 0
+        # The composite's warnings (too few acquisitions) are said here, once.
+        self.attrs: dict[str, Any] = composite_attrs(cube, region, channels, settings)
 
     def _open(self) -> xr.Dataset:
         if getattr(self, "_cube", None) is None:
@@ -197,13 +263,19 @@ class WindowDataset(Dataset):
         return len(self.plan)
 
     def read_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The composite (C, y1 - y0, W) of rows [y0, y1) and its raw labels (or None)."""
+        """The composite (C, y1 - y0, W) of rows [y0, y1) and ``landslides > 0`` (or None).
+
+        An acquisition without data in these rows (outside its footprint) leaves NaN
+        there; :meth:`moments` checks that the region as a whole has SAR data.
+        """
+        if self.store is not None:
+            return self.store.read(y0, y1)
         cube = self._open().isel({self.region.names.y: slice(y0, y1)})
-        with _quiet() if self._reads else nullcontext():
-            composite = build_composite(cube, self.region, self.channels, self.settings)
-        self._reads += 1
-        self.attrs = dict(composite.attrs)
-        label = composite["label"].values if "label" in composite else None
+        with _quiet():
+            composite = build_composite(cube, self.region, self.channels, self.settings, "allow")
+        label = None
+        if "label" in composite:
+            label = (composite["label"].values > 0).view(np.uint8)  # NaN: no landslide
         return composite["image"].values, label
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -222,21 +294,28 @@ class WindowDataset(Dataset):
         if label is not None:
             target = np.zeros((size, size), np.uint8)
             cut = label[top : top + size, x : x + size]
-            target[: cut.shape[0], : cut.shape[1]] = cut > 0  # NaN: no landslide
+            target[: cut.shape[0], : cut.shape[1]] = cut
             item["target"] = torch.from_numpy(target)
         return item
 
-    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+    def moments(self, keep: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel mean and standard deviation over the region's finite pixels.
 
         Streamed over blocks of rows and combined exactly (Chan et al.'s pairwise update,
         float64), equal to ``np.nanmean``/``np.nanstd`` of the whole composite to ~1e-12.
-        NaN for a channel without data.
+        NaN for a channel without data; a SAR channel without any is an error.
+
+        Args:
+            keep: keep the composite on disk (:attr:`store`), so that the windows are read
+                back instead of composited a second time.
         """
         n_channels = len(self.channels)
         count, mean, m2 = np.zeros(n_channels), np.zeros(n_channels), np.zeros(n_channels)
+        self.release()
+        store = self._new_store() if keep else None
         for y0 in range(0, self.plan.height, BAND_ROWS):
-            image, _ = self.read_rows(y0, min(y0 + BAND_ROWS, self.plan.height))
+            image, label = self.read_rows(y0, min(y0 + BAND_ROWS, self.plan.height))
+            store = self._append(store, image, label)
             for c, plane in enumerate(image):
                 values = plane[np.isfinite(plane)].astype(np.float64)
                 if values.size == 0:
@@ -248,8 +327,63 @@ class WindowDataset(Dataset):
                 mean[c] += delta * n_b / n
                 m2[c] += m2_b + delta**2 * count[c] * n_b / n
                 count[c] = n
+        empty = [self.channels[c] for c in self.sar_channels if count[c] == 0]
+        if empty:
+            if store is not None:
+                store.remove()
+            raise CubeError(
+                f"{self.path}: no data in {', '.join(empty)} anywhere in {self.region.name} "
+                "(every chosen acquisition is NaN over the region); pick other acquisitions "
+                "with the composite settings"
+            )
+        self.store = store
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, mean, np.nan), np.sqrt(m2 / count)
+
+    def release(self) -> None:
+        """Remove the kept composite (bands are composited from the cube again)."""
+        if self.store is not None:
+            self.store.remove()
+        self.store, self._band = None, None
+
+    def _new_store(self) -> CompositeStore | None:
+        """A store for the whole region, or None (and a warning) without room for it."""
+        plan, channels = self.plan, len(self.channels)
+        need = CompositeStore.bytes_needed(channels, plan.height, plan.width, self.has_labels)
+        folder = tempfile.gettempdir()
+        free = shutil.disk_usage(folder).free
+        if need + 2**30 > free:
+            log.warning(
+                "%s: keeping the composite needs %.1f GiB in %s, which has %.1f GiB free; "
+                "the cube is composited a second time instead (slower). Set TMPDIR to a "
+                "folder with more room to avoid this",
+                self.region.name,
+                need / 2**30,
+                folder,
+                free / 2**30,
+            )
+            return None
+        return CompositeStore(self.region.name, channels, plan.width, self.has_labels)
+
+    def _append(
+        self, store: CompositeStore | None, image: np.ndarray, label: np.ndarray | None
+    ) -> CompositeStore | None:
+        """``store`` with the rows added, or None (and a warning) when writing fails."""
+        if store is None:
+            return None
+        try:
+            store.append(image, label)
+        except OSError as error:
+            store.remove()
+            log.warning(
+                "%s: could not keep the composite in %s (%s); the cube is composited a "
+                "second time instead (slower). Set TMPDIR to a folder with more room",
+                self.region.name,
+                store.folder,
+                error,
+            )
+            return None
+        return store
 
 
 def _grid_mapping(cube: xr.Dataset, variable: str) -> str | None:
