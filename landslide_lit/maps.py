@@ -499,7 +499,8 @@ class _Quicklook:
         from scipy.ndimage import binary_erosion
 
         height, width = self.probability.shape
-        figure = Figure(figsize=(8, 8 * height / width + 0.6))
+        inches = 8 / max(height, width)  # the longer side 8 in, however elongated the region
+        figure = Figure(figsize=(max(width * inches, 4), height * inches + 0.6))
         axes = figure.add_subplot()
         image = axes.imshow(self.probability, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
         figure.colorbar(image, ax=axes, label="landslide probability", shrink=0.8)
