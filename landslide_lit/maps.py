@@ -2,9 +2,11 @@
 
 Each process adds its windows' probabilities, weighted by the blending weights of
 :class:`~landslide_lit.data.windows.WindowPlan`, to a rolling band of rows one window high
-and appends the rows no later window reaches to a spill file beside the output. At the end
-the spill files are read back band by band, summed over the processes (an all-reduce under
-DDP) and rank 0 writes, one band at a time:
+and appends the rows no later window reaches to a spill file beside the output. A single
+process writes each band of the map from there as soon as it is final, in a background
+thread, while it goes on predicting; under DDP the spill files are read back at the end,
+band by band, summed over the processes (an all-reduce) and rank 0 writes. The files are
+written under hidden names and renamed when complete:
 
 - ``<region>_landslide_probability.nc``: float32, compressed, on the cube's own y/x
   coordinates with its CRS (grid-mapping variable and attributes), NaN where the SAR
@@ -23,6 +25,10 @@ import datetime as dt
 import json
 import logging
 import math
+import os
+import queue
+import shutil
+import threading
 from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
@@ -34,6 +40,7 @@ import torch
 import torch.distributed as dist
 import xarray as xr
 from lightning.pytorch.callbacks import BasePredictionWriter
+from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK as _NETCDF_LOCK
 
 from landslide_lit import __version__
 from landslide_lit.data.windows import WindowDataset, WindowPlan
@@ -85,6 +92,7 @@ class ProbabilityMapWriter(BasePredictionWriter):
             )
         self.quicklook = quicklook
         self._spills: dict[int, _Spill] = {}
+        self._followers: dict[int, _Follower] = {}
         self._folder = Path(".")
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -93,14 +101,20 @@ class ProbabilityMapWriter(BasePredictionWriter):
         # trainer.log_dir is a collective under DDP: every rank asks
         self._folder = Path(self.output_dir or Path(trainer.log_dir or ".") / "predictions")
         self._folder.mkdir(parents=True, exist_ok=True)
-        self._spills = {}
+        self._spills, self._followers = {}, {}
 
     def _spill(self, trainer: L.Trainer, dataloader_idx: int) -> _Spill:
         if dataloader_idx not in self._spills:
             windows = _windows(trainer, dataloader_idx)
             stem = self._folder / f".{windows.region.name}.rank{trainer.global_rank}.partial"
-            self._spills[dataloader_idx] = _Spill(windows.plan, stem)
+            spill = self._spills[dataloader_idx] = _Spill(windows.plan, stem)
+            if trainer.world_size == 1:  # the rows no later window reaches are final
+                files = self._files(trainer, windows)
+                self._followers[dataloader_idx] = _Follower(spill, files)
         return self._spills[dataloader_idx]
+
+    def _files(self, trainer: L.Trainer, windows: WindowDataset) -> _MapFiles:
+        return _MapFiles(self._folder, windows, _provenance(trainer, windows), self)
 
     def write_on_batch_end(
         self,
@@ -125,6 +139,8 @@ class ProbabilityMapWriter(BasePredictionWriter):
                 np.ones(size, bool) if valid is None else valid[i],
                 np.zeros(size, bool) if target is None else target[i],
             )
+        if dataloader_idx in self._followers:
+            self._followers[dataloader_idx].advance()
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loaders = trainer.predict_dataloaders
@@ -132,34 +148,73 @@ class ProbabilityMapWriter(BasePredictionWriter):
         for idx in range(count):
             spill = self._spill(trainer, idx)
             try:
+                if idx in self._followers:  # one process: written while predicting
+                    self._followers[idx].finish().close(trainer)
+                    del self._followers[idx]
+                    continue
                 spill.close()
                 bands = _merged(spill, pl_module.device)
-                if trainer.is_global_zero:
-                    self._write(trainer, _windows(trainer, idx), bands)
-                else:
+                if not trainer.is_global_zero:
                     for _ in bands:  # every rank joins each band's all-reduce
                         pass
+                    continue
+                files = self._files(trainer, _windows(trainer, idx))
+                try:
+                    for band in bands:
+                        files.add(band)
+                    files.close(trainer)
+                except BaseException:
+                    files.abandon()
+                    raise
             finally:
                 spill.remove()
         self._spills = {}
 
-    def _write(self, trainer: L.Trainer, windows: WindowDataset, bands: Iterator[_Band]) -> None:
-        region, plan = windows.region.name, windows.plan
-        stem = self._folder / f"{region}_landslide_probability"
-        attrs = _provenance(trainer, windows)
-        sinks: list[Any] = [
-            {"netcdf": _NetCDF, "zarr": _Zarr, "geotiff": _GeoTiff}[f](stem, windows, attrs)
-            for f in self.formats
-        ]
-        look = _Quicklook(plan) if self.quicklook else None
-        score = _RegionScore() if windows.has_labels else None
-        log.info("%s: writing the landslide probability map to %s.*", region, stem)
-        for band in bands:
-            for sink in sinks:
-                sink.write(band)
-            for reducer in filter(None, (look, score)):
-                reducer.add(band)
-        metrics = score.metrics() if score is not None else {}
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """Leave no spill files, and no map files that look finished, behind."""
+        for follower in self._followers.values():
+            follower.abandon()
+        for spill in self._spills.values():
+            spill.remove()
+        self._spills, self._followers = {}, {}
+
+
+class _MapFiles:
+    """The files of one region's map, written band by band.
+
+    They are written under hidden temporary names and renamed to
+    ``<region>_landslide_probability.*`` by :meth:`close`, so an interrupted predict
+    leaves nothing that looks like a finished map.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        windows: WindowDataset,
+        attrs: dict[str, Any],
+        writer: ProbabilityMapWriter,
+    ) -> None:
+        self.region, self.attrs = windows.region.name, attrs
+        self.stem = folder / f"{self.region}_landslide_probability"
+        self.partial = folder / f".{self.region}_landslide_probability.partial"
+        sinks = {"netcdf": _NetCDF, "zarr": _Zarr, "geotiff": _GeoTiff}
+        self.sinks: list[Any] = [sinks[f](self.partial, windows, attrs) for f in writer.formats]
+        self.look = _Quicklook(windows.plan) if writer.quicklook else None
+        self.score = _RegionScore() if windows.has_labels else None
+        log.info("%s: writing the landslide probability map to %s.*", self.region, self.stem)
+
+    def add(self, band: _Band) -> None:
+        for sink in self.sinks:
+            sink.write(band)
+        for reducer in filter(None, (self.look, self.score)):
+            reducer.add(band)
+
+    def close(self, trainer: L.Trainer) -> None:
+        """Finish the files, the quicklook and the JSON summary; log the region's AUPRC."""
+        region = self.region
+        metrics = self.score.metrics() if self.score is not None else {}
         if metrics:
             log.info(
                 "%s: region AUPRC %.4f over %d valid pixels (no skill %.4f)",
@@ -174,14 +229,84 @@ class ProbabilityMapWriter(BasePredictionWriter):
                 )
                 logger.save()
         extra = {f"region_{k}": v for k, v in metrics.items()}
-        files = [sink.close(extra) for sink in sinks]
-        if look is not None:
-            files.append(look.save(stem.with_suffix(".png"), region, metrics.get("auprc")))
-        summary = {"region": region, **metrics, "files": [p.name for p in files], **attrs}
-        json_path = stem.with_suffix(".json")
+        files = [self._publish(sink.close(extra)) for sink in self.sinks]
+        if self.look is not None:
+            files.append(
+                self.look.save(self.stem.with_suffix(".png"), region, metrics.get("auprc"))
+            )
+        summary = {"region": region, **metrics, "files": [p.name for p in files], **self.attrs}
+        json_path = self.stem.with_suffix(".json")
         json_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
         for path in [*files, json_path]:
             log.info("%s: wrote %s", region, path)
+
+    def _publish(self, path: Path) -> Path:
+        final = self.stem.with_suffix(path.suffix)
+        if final.is_dir():  # a previous run's zarr store
+            shutil.rmtree(final)
+        os.replace(path, final)
+        return final
+
+    def abandon(self) -> None:
+        """Remove the unfinished files."""
+        for sink in self.sinks:
+            sink.abandon()
+
+
+class _Follower:
+    """Writes the map of a single process while it predicts.
+
+    Each merged band goes, as soon as no later window reaches it, to a background thread
+    that reads it back from the spill file and writes it to the map files, so compressing
+    and writing overlap the forward instead of following it.
+    """
+
+    def __init__(self, spill: _Spill, files: _MapFiles) -> None:
+        self.spill, self.files = spill, files
+        self.step = _merge_rows(spill.plan.width)
+        self.queued = 0  # rows handed to the thread
+        self.bands: queue.Queue[int | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="map-writer", daemon=True)
+        self.thread.start()
+
+    def advance(self) -> None:
+        """Queue the bands whose rows are all final; raise the thread's error, if any."""
+        if self.error is not None:
+            raise RuntimeError(f"writing the map of {self.files.region} failed") from self.error
+        while self.queued < self.spill.plan.height and (
+            self.spill.top >= min(self.queued + self.step, self.spill.plan.height)
+        ):
+            self.bands.put(self.queued)
+            self.queued += self.step
+
+    def finish(self) -> _MapFiles:
+        """Write the last bands and wait for the thread: the files, ready to close."""
+        self.spill.close()
+        self.advance()
+        self.bands.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise RuntimeError(f"writing the map of {self.files.region} failed") from self.error
+        return self.files
+
+    def abandon(self) -> None:
+        self.bands.put(None)
+        self.thread.join()
+        self.files.abandon()
+
+    def _run(self) -> None:
+        height = self.spill.plan.height
+        try:
+            # as predict's thread: the region score's states were made in inference mode
+            with torch.inference_mode():
+                for y0 in iter(self.bands.get, None):
+                    total, flags = self.spill.read(y0, min(y0 + self.step, height))
+                    self.files.add(_band(y0, total, flags))
+        except BaseException as error:  # raised in the main thread by advance/finish
+            self.error = error
+            for _ in iter(self.bands.get, None):  # let finish() return
+                pass
 
 
 def _windows(trainer: L.Trainer, dataloader_idx: int) -> WindowDataset:
@@ -264,6 +389,7 @@ class _Spill:
             file.seek((n - k) * buffer[0].nbytes, 1)  # rows no window of ours reached: zeros
             buffer[: len(buffer) - k] = buffer[k:]
             buffer[len(buffer) - k :] = 0
+            file.flush()  # readable by the map writer's thread
         self.top = end
 
     def close(self) -> None:
@@ -314,9 +440,14 @@ def _merged(spill: _Spill, device: torch.device) -> Iterator[_Band]:
             dist.all_reduce(parts[0], op=dist.ReduceOp.SUM)
             dist.all_reduce(parts[1], op=dist.ReduceOp.MAX)  # a pixel's flags agree where set
             total, flags = (p.cpu().numpy() for p in parts)
-        valid, target = (flags & 1) > 0, (flags & 2) > 0
-        probability = np.where(valid, np.clip(total, 0.0, 1.0), np.float32(np.nan))
-        yield _Band(y0, probability.astype(np.float32, copy=False), valid, target)
+        yield _band(y0, total, flags)
+
+
+def _band(y0: int, total: np.ndarray, flags: np.ndarray) -> _Band:
+    """Final rows from the summed weighted probabilities and the pixel flags."""
+    valid, target = (flags & 1) > 0, (flags & 2) > 0
+    probability = np.where(valid, np.clip(total, 0.0, 1.0), np.float32(np.nan))
+    return _Band(y0, probability.astype(np.float32, copy=False), valid, target)
 
 
 # -- outputs --------------------------------------------------------------------------
@@ -350,52 +481,70 @@ def _netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 class _NetCDF:
-    """``.nc``: netCDF4, the map compressed in CHUNK-square chunks, written band by band."""
+    """``.nc``: netCDF4, the map compressed in CHUNK-square chunks, written band by band.
+
+    Every netCDF call holds xarray's netCDF lock, since xarray may read a netCDF cube in
+    another thread meanwhile; coordinates are read from the cube before taking it.
+    """
 
     def __init__(self, stem: Path, windows: WindowDataset, attrs: dict[str, Any]) -> None:
         import netCDF4
 
         self.path = stem.with_suffix(".nc")
-        self.ds = netCDF4.Dataset(self.path, "w", format="NETCDF4")
         plan, (y, x) = windows.plan, windows.dims
-        self.ds.createDimension(y, plan.height)
-        self.ds.createDimension(x, plan.width)
+        self.y = y
         self.banded = []  # 2-D coordinates (e.g. lat/lon), written with the map's bands
+        coords = []
         for name, var in windows.grid.variables.items():
             encoded = xr.conventions.encode_cf_variable(var, name=name)
-            var_attrs = dict(encoded.attrs)
-            fill = var_attrs.pop("_FillValue", None)
-            dtype = encoded.dtype.newbyteorder("=")  # zarr v2 stores big-endian; same values
-            out = self.ds.createVariable(name, dtype, encoded.dims, fill_value=fill)
-            out.setncatts(_netcdf_attrs(var_attrs))
-            if y in encoded.dims and encoded.ndim > 1:
+            banded = y in encoded.dims and encoded.ndim > 1
+            if banded:
                 self.banded.append((name, windows.grid[name]))
-            else:
-                out[...] = encoded.values
-        self.var = self.ds.createVariable(
-            VARIABLE,
-            "f4",
-            (y, x),
-            zlib=True,
-            complevel=4,
-            shuffle=True,
-            chunksizes=(min(CHUNK, plan.height), min(CHUNK, plan.width)),
-            fill_value=np.float32(np.nan),
-        )
-        self.var.setncatts(_netcdf_attrs(_variable_attrs(windows)))
-        self.ds.setncatts(_netcdf_attrs(attrs))
-        self.y = y
+            coords.append((name, encoded, None if banded else encoded.values))
+        with _NETCDF_LOCK:
+            self.ds = netCDF4.Dataset(self.path, "w", format="NETCDF4")
+            self.ds.createDimension(y, plan.height)
+            self.ds.createDimension(x, plan.width)
+            for name, encoded, values in coords:
+                var_attrs = dict(encoded.attrs)
+                fill = var_attrs.pop("_FillValue", None)
+                dtype = encoded.dtype.newbyteorder("=")  # zarr v2 stores big-endian; same values
+                out = self.ds.createVariable(name, dtype, encoded.dims, fill_value=fill)
+                out.setncatts(_netcdf_attrs(var_attrs))
+                if values is not None:
+                    out[...] = values
+            self.var = self.ds.createVariable(
+                VARIABLE,
+                "f4",
+                (y, x),
+                zlib=True,
+                complevel=4,
+                shuffle=True,
+                chunksizes=(min(CHUNK, plan.height), min(CHUNK, plan.width)),
+                fill_value=np.float32(np.nan),
+            )
+            self.var.setncatts(_netcdf_attrs(_variable_attrs(windows)))
+            self.ds.setncatts(_netcdf_attrs(attrs))
 
     def write(self, band: _Band) -> None:
         rows = slice(band.y0, band.y0 + len(band.probability))
-        self.var[rows, :] = band.probability
-        for name, coord in self.banded:
-            self.ds[name][rows] = coord.isel({self.y: rows}).values
+        coords = [(name, coord.isel({self.y: rows}).values) for name, coord in self.banded]
+        with _NETCDF_LOCK:
+            self.var[rows, :] = band.probability
+            for name, values in coords:
+                self.ds[name][rows] = values
 
     def close(self, attrs: dict[str, Any]) -> Path:
-        self.ds.setncatts(_netcdf_attrs(attrs))
-        self.ds.close()
+        with _NETCDF_LOCK:
+            self.ds.setncatts(_netcdf_attrs(attrs))
+            self.ds.close()
         return self.path
+
+    def abandon(self) -> None:
+        with _NETCDF_LOCK:
+            if self.ds.isopen():
+                self.ds.close()
+        self.path.unlink(missing_ok=True)
 
 
 class _Zarr:
@@ -426,6 +575,9 @@ class _Zarr:
         group.attrs.update(_netcdf_attrs(attrs))
         zarr.consolidate_metadata(self.path)
         return self.path
+
+    def abandon(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 class _GeoTiff:
@@ -477,6 +629,10 @@ class _GeoTiff:
         self.dst.update_tags(**self.tags, **{k: str(v) for k, v in attrs.items()})
         self.dst.close()
         return self.path
+
+    def abandon(self) -> None:
+        self.dst.close()
+        self.path.unlink(missing_ok=True)
 
 
 class _Quicklook:

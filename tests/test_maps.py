@@ -302,3 +302,34 @@ def test_the_maps_provenance_comes_with_loader_workers(cube_root, tmp_path):
     stem = predict(constant_model(dm.channel_names), dm, tmp_path, formats=["netcdf"])
     summary = json.loads(stem.with_suffix(".json").read_text())
     assert summary["before_acquisitions"] and summary["after_acquisitions"]
+
+
+class FailingModel(LandslideSegmenter):
+    """Stops predict at its third batch, as a crash would."""
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 2:
+            raise RuntimeError("the node went away")
+        return super().predict_step(batch, batch_idx, dataloader_idx)
+
+
+def test_an_interrupted_predict_leaves_no_map_behind(cube_root, tmp_path, small_bands):
+    """The map is written while predicting, under hidden names published at the end: an
+    interrupted run leaves neither a map that looks finished nor temporary files."""
+    dm = datamodule(cube_root)
+    model = FailingModel(channel_names=list(dm.channel_names), **TINY)
+    with pytest.raises(RuntimeError, match="the node went away"):
+        predict(model, dm, tmp_path, formats=["netcdf", "zarr"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_to_write_the_map_stops_predict(cube_root, tmp_path, small_bands, monkeypatch):
+    def full_disk(self, band):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(maps._NetCDF, "write", full_disk)
+    dm = datamodule(cube_root)
+    with pytest.raises(RuntimeError, match="writing the map of talakmau failed") as error:
+        predict(constant_model(dm.channel_names), dm, tmp_path, formats=["netcdf"])
+    assert isinstance(error.value.__cause__, OSError)
+    assert list(tmp_path.iterdir()) == []
