@@ -263,7 +263,7 @@ class _Follower:
 
     def __init__(self, spill: _Spill, files: _MapFiles) -> None:
         self.spill, self.files = spill, files
-        self.step = _merge_rows(spill.plan.width)
+        self.step = CHUNK  # one row of the output's chunks at a time: each written once
         self.queued = 0  # rows handed to the thread
         self.bands: queue.Queue[int | None] = queue.Queue()
         self.error: BaseException | None = None
@@ -533,6 +533,7 @@ class _NetCDF:
             self.var[rows, :] = band.probability
             for name, values in coords:
                 self.ds[name][rows] = values
+            self.ds.sync()  # compress the band's chunks now, not all of them at close
 
     def close(self, attrs: dict[str, Any]) -> Path:
         with _NETCDF_LOCK:

@@ -245,10 +245,22 @@ def test_predict_reads_back_the_composite_of_its_statistics_pass(cube_root, smal
     assert not folder.exists()
 
 
-def test_without_room_for_the_composite_predict_composites_twice(
-    cube_root, tmp_path, monkeypatch, caplog
-):
+def no_room(monkeypatch):
     monkeypatch.setattr(windows_module.shutil, "disk_usage", lambda path: Namespace(free=2**20))
+
+
+def disk_full_while_writing(monkeypatch):
+    def append(self, image, label):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(windows_module.CompositeStore, "append", append)
+
+
+@pytest.mark.parametrize("trouble", [no_room, disk_full_while_writing])
+def test_without_room_for_the_composite_predict_composites_twice(
+    cube_root, tmp_path, monkeypatch, caplog, trouble
+):
+    trouble(monkeypatch)
     dm = datamodule(cube_root)
     with caplog.at_level("WARNING", logger="landslide_lit.data.windows"):
         stem = predict(constant_model(dm.channel_names, 0.3), dm, tmp_path, formats=["netcdf"])
