@@ -204,8 +204,7 @@ def build_composite(
     settings = settings or CompositeSettings()
     channel_names = resolve_channels(channels)
     names, path = region.names, ds.encoding.get("source", "cube")
-    needs_windows = any(_window_of(c) for c in channel_names)
-    windows = select_windows(ds, region, settings) if needs_windows else None
+    windows = _windows_for(ds, region, settings, channel_names)
 
     # One (channel, y, x) array filled channel by channel: no list of planes to stack, so
     # memory stays at the composite plus one channel's reads.
@@ -239,9 +238,17 @@ def composite_attrs(
     """The attributes :func:`build_composite` gives its result (the cube's, the dates used),
     without reading any data; warns as it does when a window is short."""
     settings = settings or CompositeSettings()
-    needs_windows = any(_window_of(c) for c in resolve_channels(channels))
-    windows = select_windows(ds, region, settings) if needs_windows else None
+    windows = _windows_for(ds, region, settings, resolve_channels(channels))
     return {**ds.attrs, **_provenance(ds, region, settings, windows)}
+
+
+def _windows_for(
+    ds: xr.Dataset, region: Region, settings: CompositeSettings, channels: Sequence[str]
+) -> Windows | None:
+    """The acquisitions ``channels`` need (None when none is a before/after composite)."""
+    if any(_window_of(c) for c in channels):
+        return select_windows(ds, region, settings)
+    return None
 
 
 def _window_of(channel: str) -> str | None:
