@@ -43,7 +43,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK as _NETCDF_LOCK
 
 from landslide_lit import __version__
-from landslide_lit.data.windows import WindowDataset, WindowPlan
+from landslide_lit.data.windows import WindowDataset, WindowPlan, read_raw_rows
 from landslide_lit.module import BinnedAveragePrecision
 
 log = logging.getLogger(__name__)
@@ -403,9 +403,7 @@ class _Spill:
     def read(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows [y0, y1) of the sums and the flags."""
         return tuple(
-            np.fromfile(
-                path, buffer.dtype, (y1 - y0) * self.plan.width, offset=y0 * buffer[0].nbytes
-            ).reshape(y1 - y0, self.plan.width)
+            read_raw_rows(path, buffer.dtype.type, (self.plan.width,), y0, y1)
             for path, buffer in zip(self.paths, self.buffers, strict=True)
         )
 

@@ -186,20 +186,27 @@ class CompositeStore:
         """Rows [y0, y1): the image (C, rows, W) (a view of a fresh read) and the labels."""
         if not 0 <= y0 <= y1 <= self.rows:
             raise IndexError(f"rows [{y0}, {y1}) outside the {self.rows} stored in {self.folder}")
-        rows, row_values = y1 - y0, self.channels * self.width
-        image = np.fromfile(
-            self.folder / "image.f32", np.float32, rows * row_values, offset=4 * y0 * row_values
-        ).reshape(rows, self.channels, self.width)
+        image = read_raw_rows(
+            self.folder / "image.f32", np.float32, (self.channels, self.width), y0, y1
+        )
         label = None
         if self.labels:
-            label = np.fromfile(
-                self.folder / "label.u8", np.uint8, rows * self.width, offset=y0 * self.width
-            ).reshape(rows, self.width)
+            label = read_raw_rows(self.folder / "label.u8", np.uint8, (self.width,), y0, y1)
         return image.transpose(1, 0, 2), label
 
     def remove(self) -> None:
         if self._remove is not None:
             self._remove()
+
+
+def read_raw_rows(
+    path: Path, dtype: type[np.generic], row_shape: tuple[int, ...], y0: int, y1: int
+) -> np.ndarray:
+    """Rows [y0, y1) of a raw C-order file of rows shaped ``row_shape`` (a plain read)."""
+    row_values = int(np.prod(row_shape))
+    row_bytes = row_values * np.dtype(dtype).itemsize
+    values = np.fromfile(path, dtype, (y1 - y0) * row_values, offset=y0 * row_bytes)
+    return values.reshape(y1 - y0, *row_shape)
 
 
 def _remove_folder(folder: Path, owner: int) -> None:
