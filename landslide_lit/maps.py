@@ -256,15 +256,14 @@ class _MapFiles:
 class _Follower:
     """Writes the map of a single process while it predicts.
 
-    Each merged band goes, as soon as no later window reaches it, to a background thread
+    Each band of CHUNK rows goes, as soon as no later window reaches it, to a background thread
     that reads it back from the spill file and writes it to the map files, so compressing
     and writing overlap the forward instead of following it.
     """
 
     def __init__(self, spill: _Spill, files: _MapFiles) -> None:
         self.spill, self.files = spill, files
-        self.step = CHUNK  # one row of the output's chunks at a time: each written once
-        self.queued = 0  # rows handed to the thread
+        self.queued = 0  # rows handed to the thread, CHUNK at a time: each chunk written once
         self.bands: queue.Queue[int | None] = queue.Queue()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="map-writer", daemon=True)
@@ -272,13 +271,11 @@ class _Follower:
 
     def advance(self) -> None:
         """Queue the bands whose rows are all final; raise the thread's error, if any."""
-        if self.error is not None:
-            raise RuntimeError(f"writing the map of {self.files.region} failed") from self.error
-        while self.queued < self.spill.plan.height and (
-            self.spill.top >= min(self.queued + self.step, self.spill.plan.height)
-        ):
+        self._raise_failure()
+        height = self.spill.plan.height
+        while self.queued < height and self.spill.top >= min(self.queued + CHUNK, height):
             self.bands.put(self.queued)
-            self.queued += self.step
+            self.queued += CHUNK
 
     def finish(self) -> _MapFiles:
         """Write the last bands and wait for the thread: the files, ready to close."""
@@ -286,9 +283,12 @@ class _Follower:
         self.advance()
         self.bands.put(None)
         self.thread.join()
+        self._raise_failure()
+        return self.files
+
+    def _raise_failure(self) -> None:
         if self.error is not None:
             raise RuntimeError(f"writing the map of {self.files.region} failed") from self.error
-        return self.files
 
     def abandon(self) -> None:
         self.bands.put(None)
@@ -301,7 +301,7 @@ class _Follower:
             # as predict's thread: the region score's states were made in inference mode
             with torch.inference_mode():
                 for y0 in iter(self.bands.get, None):
-                    total, flags = self.spill.read(y0, min(y0 + self.step, height))
+                    total, flags = self.spill.read(y0, min(y0 + CHUNK, height))
                     self.files.add(_band(y0, total, flags))
         except BaseException as error:  # raised in the main thread by advance/finish
             self.error = error
