@@ -29,6 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import lightning as L
 from common import WORK, header, median, peak_rss_bytes, reset_peak, run_json, spread, table
 from common import verdict as judged
 
@@ -48,8 +49,6 @@ def cube_root(size: tuple[int, int]) -> Path:
 
 
 def parts(root: Path, encoder: str, batch: int, overlap: int, workers: int = 0):
-    import lightning as L
-
     from landslide_lit.data.datamodule import LandslideDataModule
     from landslide_lit.maps import ProbabilityMapWriter
     from landslide_lit.module import LandslideSegmenter
@@ -72,16 +71,47 @@ def parts(root: Path, encoder: str, batch: int, overlap: int, workers: int = 0):
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[ProbabilityMapWriter(output_dir=str(out), formats=["netcdf"])],
+        # the clock last: a batch's end includes the writer's work on it
+        callbacks=[ProbabilityMapWriter(output_dir=str(out), formats=["netcdf"]), PhaseClock()],
     )
     return dm, model, trainer, out / "talakmau_landslide_probability.nc"
 
 
 def predict_seconds(dm, model, trainer) -> float:
-    start = time.perf_counter()
+    clock = clock_of(trainer)
+    clock.begin = start = time.perf_counter()
     dm.stats.clear()  # the statistics pass is part of the pipeline
     trainer.predict(model, datamodule=dm)
-    return time.perf_counter() - start
+    clock.end = time.perf_counter()
+    return clock.end - start
+
+
+class PhaseClock(L.Callback):
+    """Wall time of predict before its first batch (set-up, statistics pass), between
+    batches (loading, standardising) and after its last (finishing the map)."""
+
+    begin = end = 0.0
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self.first, self.last, self.between = None, None, 0.0
+
+    def on_predict_batch_start(self, *args) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        else:
+            self.between += now - self.last
+
+    def on_predict_batch_end(self, *args) -> None:
+        self.last = time.perf_counter()
+
+    def phases(self) -> dict[str, float]:
+        after = self.end - self.last
+        return {"before": self.first - self.begin, "between": self.between, "after": after}
+
+
+def clock_of(trainer: L.Trainer) -> PhaseClock:
+    return next(c for c in trainer.callbacks if isinstance(c, PhaseClock))
 
 
 def forward_seconds(model, windows: int, batch: int, size: int, channels: int) -> float:
@@ -135,9 +165,10 @@ def throughput(args) -> dict:
     # Untimed warm-up of both: imports (matplotlib, netCDF), the allocator, the worker.
     predict_seconds(dm, model, trainer)
     forward_seconds(model, *shape)
-    pipeline, bare, composite, encode = [], [], [], []
+    pipeline, bare, composite, encode, phases = [], [], [], [], []
     for _ in range(args.repeats):
         pipeline.append(predict_seconds(dm, model, trainer))
+        phases.append(clock_of(trainer).phases())
         bare.append(forward_seconds(model, *shape))
         composite.append(composite_seconds(dm))
         encode.append(encode_seconds(map_path))
@@ -147,6 +178,7 @@ def throughput(args) -> dict:
         "bare": bare,
         "composite": composite,
         "encode": encode,
+        "phases": phases,
     }
 
 
@@ -210,6 +242,17 @@ def main() -> None:
             f"{floor_ratio:.3f}",
             f">= {TARGET}",
             judged(floor_ratio >= TARGET),
+        ],
+        [
+            "predict's phases: before the first batch (set-up, statistics pass); between "
+            "batches (loading, standardising); after the last (finishing the map)",
+            "; ".join(
+                f"{name} {spread([p[name] for p in result['phases']])} s"
+                for name in ("before", "between", "after")
+            ),
+            "-",
+            "(information)",
+            "",
         ],
         *[
             [
