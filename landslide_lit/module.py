@@ -40,6 +40,8 @@ from torchmetrics.classification import (
     BinaryJaccardIndex,
 )
 
+from landslide_lit.errors import LandslideLitError
+
 Loss = Literal["bce", "dice", "focal", "bce+dice"]
 
 IGNORE_INDEX = -1
@@ -53,7 +55,7 @@ _EVAL_STAGES = {
 }
 
 
-class EncoderWeightsError(RuntimeError):
+class EncoderWeightsError(LandslideLitError, RuntimeError):
     """Encoder weights could not be downloaded or read from a local file."""
 
 

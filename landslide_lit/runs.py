@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from landslide_lit.errors import LandslideLitError
+
 RUNS_DIR = "runs"
 # Checkpoint folders of runs under the working directory: runs/<name>/version_N/checkpoints
 # (the CLI's default) and Lightning's plain lightning_logs/version_N/checkpoints.
@@ -21,7 +23,7 @@ CHECKPOINT_GLOBS = ("*/*/*/checkpoints", "*/*/checkpoints", "*/checkpoints")
 EVALUATION_DATA_SETTINGS = {"test_region", "validate_region", "batch_size", "num_workers"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LandslideLitError, ValueError):
     """A checkpoint that cannot be found or read; the message says what to do."""
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from landslide_lit.errors import LandslideLitError
 from landslide_lit.regions import DATA_ROOT_ENV, ZENODO_DOI, CubeNames, Region, data_root
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ ZARR_SUFFIXES = (".zarr",)
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf")
 
 
-class CubeError(ValueError):
+class CubeError(LandslideLitError, ValueError):
     """A datacube that cannot be used as it is; the message says why and how to fix it."""
 
 

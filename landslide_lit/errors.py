@@ -1,0 +1,17 @@
+"""The one base class of every error a user can cause and fix.
+
+Everything the package raises for a bad cube, config, region, option, checkpoint,
+encoder weights or output folder derives from :class:`LandslideLitError`; its message
+says what is wrong, which file, variable or option, and the fix. ``main()`` turns it into
+one ``error: ...`` block on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class LandslideLitError(Exception):
+    """An error the user can fix; the message names the file, variable or option and the fix."""
+
+
+class ConfigError(LandslideLitError, ValueError):
+    """An option, region or config value that cannot be used as given."""
