@@ -1,8 +1,10 @@
 """Composites on hand-built cubes whose expected values are known exactly."""
 
 import math
+import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from landslide_lit.data.composite import (
@@ -12,6 +14,7 @@ from landslide_lit.data.composite import (
     select_windows,
 )
 from landslide_lit.data.cube import CubeError
+from landslide_lit.errors import ConfigError
 from landslide_lit.regions import Region, get_region
 from tests.cubes import hand_cube
 
@@ -49,9 +52,77 @@ def test_median_reducer():
     assert composite_value("vv_before", settings) == pytest.approx(math.log(3))
 
 
-def test_published_quirk_skips_last_before_only_when_asked():
-    quirk = CompositeSettings(before=2, skip_last_before=True)
-    assert composite_value("vv_before", quirk) == pytest.approx((math.log(1) + math.log(3)) / 2)
+def _event_cube(pre: int, post: int = 6):
+    """``pre`` daily descending acquisitions up to 2018-09-05 and ``post`` from 09-07."""
+    times = [
+        *pd.date_range(end="2018-09-05", periods=pre),
+        *pd.date_range("2018-09-07", periods=post),
+    ]
+    return hand_cube(height=4, width=5, times=pd.DatetimeIndex(times), orbits=["d"] * len(times))
+
+
+def _published_oracle(cube, n):
+    """The published code's selection, literally: its slices on the pre/post subsets."""
+    pre = cube.sel(timestep=slice(None, "2018-09-05"))
+    post = cube.sel(timestep=slice("2018-09-07", None))
+    chosen = pre.isel(timestep=list(range(-1 - n, -1))) if pre.sizes["timestep"] > n else pre
+    return list(chosen["timestep"].values), list(post.isel(timestep=slice(0, n))["timestep"].values)
+
+
+@pytest.mark.parametrize(
+    ("n", "pre"), [(n, n + extra) for n in (1, 2, 4) for extra in (-1, 0, 1, 3) if n + extra > 0]
+)
+def test_recipes_against_the_published_selection(n, pre):
+    cube = _event_cube(pre)
+    times = cube["timestep"].values
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # fewer than N before
+        published = select_windows(
+            cube, HOKKAIDO, CompositeSettings(before=n, recipe="published_code")
+        )
+        paper = select_windows(cube, HOKKAIDO, CompositeSettings(before=n))
+        out = build_composite(
+            cube,
+            HOKKAIDO,
+            ["vv_before", "vv_after"],
+            CompositeSettings(before=n, recipe="published_code"),
+        )
+    assert ([times[i] for i in published.before], [times[i] for i in published.after]) == (
+        _published_oracle(cube, n)
+    )
+    assert paper.before == tuple(range(max(pre - n, 0), pre)) and paper.after == (pre,)
+    image = out["image"].values
+    expected = [np.log(np.array(w) + 1.0).mean() for w in (published.before, published.after)]
+    np.testing.assert_allclose(image[:, 0, 0], expected, rtol=1e-6)
+    assert out.attrs["composite_recipe"] == "published_code"
+
+
+def test_published_recipe_takes_no_other_after():
+    assert CompositeSettings(recipe="published_code", before=3).after_count == 3
+    assert CompositeSettings(recipe="published_code", before=3, after=3).after_count == 3
+    assert CompositeSettings(before=3).after_count == 1
+    with pytest.raises(ConfigError, match=r"--data.composite.after 1 with --data.composite.recipe"):
+        CompositeSettings(recipe="published_code", before=3, after=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [
+        ({"before": 0}, "before"),
+        ({"after": 0}, "after"),
+        ({"before": -2}, "before"),
+        ({"before": 2.5}, "before"),
+        ({"after": True}, "after"),
+        ({"reducer": "max"}, "reducer"),
+        ({"orbit": "D"}, "orbit"),
+        ({"recipe": "published"}, "recipe"),
+        ({"nonpositive": "zero"}, "nonpositive"),
+        ({"missing_chunks": "skip"}, "missing_chunks"),
+    ],
+)
+def test_settings_that_make_no_sense_name_the_option(kwargs, option):
+    with pytest.raises(ConfigError, match=rf"--data\.composite\.{option} "):
+        CompositeSettings(**kwargs)
 
 
 def test_fewer_before_acquisitions_warn_and_use_what_exists():

@@ -25,6 +25,7 @@ from landslide_lit.data.cube import (
     orbit_states,
     require_variables,
 )
+from landslide_lit.errors import ConfigError
 from landslide_lit.regions import Orbit, Region
 
 log = logging.getLogger(__name__)
@@ -38,39 +39,81 @@ CHANNEL_PRESETS: dict[str, tuple[str, ...]] = {
 WINDOWS = ("before", "after")
 
 
+Recipe = Literal["paper", "published_code"]
+RECIPES: tuple[str, ...] = ("paper", "published_code")
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "reducer": ("mean", "median"),
+    "orbit": ("region", "d", "a", "both", "none"),
+    "recipe": RECIPES,
+    "nonpositive": ("error", "nodata"),
+    "missing_chunks": ("error", "nodata"),
+}
+
+
 @dataclass(frozen=True)
 class CompositeSettings:
     """How the before/after composites are made.
 
     Attributes:
-        before: number N of the last pre-event acquisitions averaged.
-        after: number M of the first post-event acquisitions averaged (the
-            seed paper uses one image after the event).
+        before: number N of pre-event acquisitions averaged.
+        after: number of post-event acquisitions averaged; None: the recipe's (1 for
+            ``paper``, N for ``published_code``).
+        recipe: which acquisitions: ``paper`` (the seed paper: the last N before the event,
+            the first ``after`` after it) or ``published_code`` (the code published with the
+            predecessor paper: with more than N pre-event acquisitions it skips the last
+            one, ``isel(range(-1 - N, -1))``, with N or fewer it takes them all; after =
+            the first N). ``published_code`` takes no other ``after`` than N.
         reducer: ``mean`` (published) or ``median`` across the acquisitions.
         orbit: ``region`` uses the region's own setting (descending for Hokkaido
             and Talakmau, as published); ``d``/``a`` keep one pass direction,
             ``both`` keeps all passes, ``none`` ignores orbits (for cubes without
             a ``sat:orbit_state`` coordinate).
-        skip_last_before: reproduce the published code's quirk
-            (``isel(range(-1 - N, -1))``), which drops the last pre-event
-            acquisition and averages the N before it. Off by default: it is a bug.
         nonpositive: amplitudes <= 0 are impossible for linear power; ``error``
             stops with a message, ``nodata`` treats them as missing (NaN).
+        missing_chunks: chunk files absent from a Zarr store (a partial copy or unzip)
+            under a variable the composite reads; ``error`` stops with a message,
+            ``nodata`` reads them as missing (NaN).
     """
 
     before: int = 4
-    after: int = 1
+    after: int | None = None
     reducer: Literal["mean", "median"] = "mean"
     orbit: Literal["region", "d", "a", "both", "none"] = "region"
-    skip_last_before: bool = False
+    recipe: Recipe = "paper"
     nonpositive: Literal["error", "nodata"] = "error"
+    missing_chunks: Literal["error", "nodata"] = "error"
 
     def __post_init__(self) -> None:
         for option in ("before", "after"):
-            if getattr(self, option) < 1:
-                raise ValueError(
-                    f"composite.{option}={getattr(self, option)}: need at least one acquisition"
+            value = getattr(self, option)
+            if value is None and option == "after":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ConfigError(
+                    f"--data.composite.{option} {value!r}: need a whole number of "
+                    "acquisitions, at least 1"
                 )
+        for option, choices in _CHOICES.items():
+            if getattr(self, option) not in choices:
+                raise ConfigError(
+                    f"--data.composite.{option} {getattr(self, option)!r}: use one of "
+                    f"{', '.join(choices)}"
+                )
+        if self.recipe == "published_code" and self.after not in (None, self.before):
+            raise ConfigError(
+                f"--data.composite.after {self.after} with --data.composite.recipe "
+                f"published_code: the published code averages the first N = "
+                f"--data.composite.before = {self.before} post-event acquisitions. Leave "
+                "--data.composite.after out (or null in a config file), set it to "
+                f"{self.before}, or use --data.composite.recipe paper"
+            )
+
+    @property
+    def after_count(self) -> int:
+        """The number of post-event acquisitions averaged."""
+        if self.after is not None:
+            return self.after
+        return self.before if self.recipe == "published_code" else 1
 
 
 def resolve_channels(channels: str | Sequence[str]) -> tuple[str, ...]:
@@ -136,19 +179,24 @@ def select_windows(ds: xr.Dataset, region: Region, settings: CompositeSettings) 
                 "or choose another orbit with --data.composite.orbit"
             )
 
-    wanted = settings.before + int(settings.skip_last_before)
-    if settings.skip_last_before:
-        before = before[:-1]
-    chosen_before = tuple(int(i) for i in before[-settings.before :])
-    chosen_after = tuple(int(i) for i in after[: settings.after])
-    if not chosen_before:
-        raise CubeError(
-            f"{path}: skip_last_before drops the only pre-event acquisition of {region.name}; "
-            "set --data.composite.skip_last_before false"
-        )
-    _warn_if_short(region, "before", len(before) + int(settings.skip_last_before), wanted, path)
-    _warn_if_short(region, "after", len(after), settings.after, path)
+    chosen_before = _recipe_before(before, settings)
+    chosen_after = tuple(int(i) for i in after[: settings.after_count])
+    _warn_if_short(region, "before", len(before), settings.before, path)
+    _warn_if_short(region, "after", len(after), settings.after_count, path)
     return Windows(before=chosen_before, after=chosen_after)
+
+
+def _recipe_before(before: list[int], settings: CompositeSettings) -> tuple[int, ...]:
+    """The pre-event acquisitions (time-ordered indices) the recipe averages.
+
+    ``paper``: the last N. ``published_code``: what that code's
+    ``isel(range(-1 - N, -1))`` selects when run: with more than N pre-event
+    acquisitions, the N before the last one; with N or fewer, all of them.
+    """
+    n = settings.before
+    if settings.recipe == "published_code" and len(before) > n:
+        return tuple(int(i) for i in before[-1 - n : -1])
+    return tuple(int(i) for i in before[-n:])
 
 
 def resolve_orbit(region: Region, settings: CompositeSettings) -> Orbit:
@@ -435,7 +483,7 @@ def _provenance(
         "event_end": region.event_end,
         "composite_reducer": settings.reducer,
         "composite_orbit": resolve_orbit(region, settings),
-        "composite_skip_last_before": int(settings.skip_last_before),
+        "composite_recipe": settings.recipe,
     }
     if windows is not None:
         times = acquisition_times(ds, region.names)
