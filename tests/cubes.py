@@ -56,3 +56,16 @@ def hand_cube(height: int = 8, width: int = 8, times=TIMES, orbits=ORBITS) -> xr
     if orbits is not None:
         ds = ds.assign_coords({"sat:orbit_state": ("timestep", np.array(orbits))})
     return ds
+
+
+def textured_cube(height: int = 8, width: int = 8, seed: int = 0) -> xr.Dataset:
+    """:func:`hand_cube` with every variable random, so any transposition or shuffle shows."""
+    rng = np.random.default_rng(seed)
+    ds = hand_cube(height, width)
+    for name, var in ds.data_vars.items():
+        values = rng.gamma(2.0, 0.1, var.shape).astype(np.float32)
+        if name == "landslides":
+            values = (values > 0.25).astype(np.float32)
+            values[0, -1] = np.nan
+        ds[name] = var.copy(data=values)
+    return ds

@@ -9,10 +9,12 @@ so memory stays at a few (y, x) planes whatever the number of acquisitions.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -20,13 +22,16 @@ import pandas as pd
 import xarray as xr
 
 from landslide_lit.data.cube import (
+    MISSING_CHUNKS_FIX,
     CubeError,
     acquisition_times,
+    chunk_layouts,
     orbit_states,
     require_variables,
+    store_positions,
 )
 from landslide_lit.errors import ConfigError
-from landslide_lit.regions import Orbit, Region
+from landslide_lit.regions import CubeNames, Orbit, Region
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +170,7 @@ def select_windows(ds: xr.Dataset, region: Region, settings: CompositeSettings) 
             "orbit to none) to use every acquisition"
         )
     in_orbit = np.ones(len(times), bool) if orbit in ("both", "none") else states == orbit
+    in_orbit &= _first_of_duplicates(times, states, names, path)
     days = times.normalize()
     order = np.argsort(times.values, kind="stable")
     before = [i for i in order if in_orbit[i] and days[i].date() <= region.start_day]
@@ -184,6 +190,43 @@ def select_windows(ds: xr.Dataset, region: Region, settings: CompositeSettings) 
     _warn_if_short(region, "before", len(before), settings.before, path)
     _warn_if_short(region, "after", len(after), settings.after_count, path)
     return Windows(before=chosen_before, after=chosen_after)
+
+
+def _first_of_duplicates(
+    times: pd.DatetimeIndex, states: np.ndarray | None, names: CubeNames, path: object
+) -> np.ndarray:
+    """Which timesteps to use: each acquisition time once (the first stored), never twice.
+
+    A time stored twice is the same acquisition (a cube assembled from overlapping
+    downloads), so averaging both would weigh it double: the first is kept, with a
+    warning naming them. Copies that disagree in orbit cannot be the same acquisition,
+    and which is right is unknown: an error.
+    """
+    keep = ~times.duplicated(keep="first")
+    if keep.all():
+        return keep
+    groups = pd.Series(np.arange(len(times))).groupby(times.values).agg(list)
+    groups = groups[groups.map(len) > 1]
+    if states is not None:
+        clash = [(t, g) for t, g in groups.items() if len(set(states[g])) > 1]
+        if clash:
+            listed = "; ".join(
+                f"{pd.Timestamp(t)} at indices {g} with orbits {list(states[g])}" for t, g in clash
+            )
+            raise CubeError(
+                f"{path}: the same acquisition time appears twice in {names.time!r} with "
+                f"different orbits ({names.orbit!r}): {listed}. One of them is mislabelled; "
+                "fix the cube's times or orbits"
+            )
+    listed = "; ".join(f"{pd.Timestamp(t)} at indices {g} (kept {g[0]})" for t, g in groups.items())
+    message = (
+        f"{path}: {len(groups)} acquisition time(s) appear more than once in "
+        f"{names.time!r}: {listed}. The same acquisition is used once, from its first "
+        "timestep, so that it is not averaged twice"
+    )
+    warnings.warn(message, UserWarning, stacklevel=3)
+    log.warning(message)
+    return keep
 
 
 def _recipe_before(before: list[int], settings: CompositeSettings) -> tuple[int, ...]:
@@ -268,7 +311,7 @@ def build_composite(
     )
     out = xr.Dataset({"image": image})
     if names.landslides in ds.variables:
-        out["label"] = ds[names.landslides].astype(np.float32).load()
+        out["label"] = _label(ds, names, settings, path)
     spatial = {
         k: v for k, v in ds.coords.items() if names.time not in v.dims and names.pair not in v.dims
     }
@@ -322,21 +365,27 @@ def _channel(
         var = {"vv": names.vv, "vh": names.vh}.get(base, base)
         require_variables(ds, [var], names, path, dims=(names.time, names.y, names.x))
         indices = getattr(windows, window)
-        amplitude = var in (names.vv, names.vh)
-        read = (ds[var], names.time, settings, amplitude, path, empty_slices == "allow")
-        _reduce_over_time(read, indices, settings.reducer, out)
+        _check_chunks(ds, var, names.time, indices, settings, path)
+        source = _Source(
+            ds, var, names, settings, path, var in (names.vv, names.vh), empty_slices == "allow"
+        )
+        _reduce_over_time(source, indices, settings.reducer, out)
         return
     if "@" in channel:
         var, _, pair = channel.rpartition("@")
         require_variables(ds, [var], names, path, dims=(names.pair, names.y, names.x))
         try:
-            out[...] = ds[var].isel({names.pair: int(pair)}).values
-            return
+            index = int(pair)
+            ds[var].isel({names.pair: index})  # lazy: only checks the index
         except (ValueError, IndexError):
             raise CubeError(
                 f"{path}: channel {channel!r}: pair index {pair!r} is not an integer in "
                 f"[-{ds.sizes[names.pair]}, {ds.sizes[names.pair]})"
             ) from None
+        index %= ds.sizes[names.pair]
+        _check_chunks(ds, var, names.pair, (index,), settings, path)
+        out[...] = read_plane(ds, var, names, settings, path, {names.pair: index})
+        return
     var = {
         "dem": names.dem,
         "dem_aspect": names.aspect,
@@ -344,7 +393,139 @@ def _channel(
         "dem_curvature": names.curvature,
     }.get(channel, channel)
     require_variables(ds, [var], names, path, dims=(names.y, names.x))
-    out[...] = ds[var].values
+    _check_chunks(ds, var, None, (), settings, path)
+    out[...] = read_plane(ds, var, names, settings, path)
+
+
+def _label(
+    ds: xr.Dataset, names: CubeNames, settings: CompositeSettings, path: object
+) -> xr.DataArray:
+    """The raw ``landslides`` variable as float32 (y, x), whatever its stored order."""
+    require_variables(ds, [names.landslides], names, path, dims=(names.y, names.x))
+    _check_chunks(ds, names.landslides, None, (), settings, path)
+    label = ds[names.landslides]
+    return xr.DataArray(
+        read_plane(ds, names.landslides, names, settings, path),
+        dims=(names.y, names.x),
+        attrs=label.attrs,
+        name=label.name,
+    )
+
+
+def read_plane(
+    ds: xr.Dataset,
+    var: str,
+    names: CubeNames,
+    settings: CompositeSettings,
+    path: object,
+    fixed: dict[str, int] | None = None,
+) -> np.ndarray:
+    """``var`` at the ``fixed`` indices (e.g. one timestep) as a float32 (y, x) array.
+
+    Read by dimension NAMES: the stored order of the dimensions does not matter. The
+    selection is read in stored order (lazy indexing reads just that), then its axes are
+    permuted in memory (a view, no copy, for a cube stored (..., y, x)). Chunk files
+    missing from the store are NaN here (only reached with ``missing_chunks: nodata``);
+    a chunk that fails to decode is a :class:`CubeError` naming it. The result may be a
+    view of an in-memory cube: callers copy before writing.
+    """
+    fixed = fixed or {}
+    selection = ds[var].isel(fixed)
+    try:
+        values = np.asarray(selection.values)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the codecs raise many types for a corrupt chunk
+        raise CubeError(_decode_message(ds, var, fixed, path, exc)) from exc
+    values = values.transpose([selection.dims.index(d) for d in (names.y, names.x)])
+    if values.dtype != np.float32:
+        values = values.astype(np.float32)
+    damage = ds.encoding.get("chunk_damage", {}).get(var)
+    if damage is not None:
+        positions = {d: store_positions(ds, d)[i] for d, i in fixed.items()}
+        positions[names.y] = store_positions(ds, names.y)[:, None]
+        positions[names.x] = store_positions(ds, names.x)[None, :]
+        missing = damage.missing_at(positions)
+        if missing.any():
+            values = np.where(missing, np.float32(np.nan), values)
+    return values
+
+
+def _check_chunks(
+    ds: xr.Dataset,
+    var: str,
+    dim: str | None,
+    indices: Sequence[int],
+    settings: CompositeSettings,
+    path: object,
+) -> None:
+    """Stop if chunk files of ``var`` that the composite reads are missing from the store.
+
+    ``indices`` along ``dim`` (a timestep or pair dimension; None for a (y, x) variable)
+    are the slices read. The whole store is judged, not a row slice of it, so every part
+    of a region gives the same answer. With ``missing_chunks: nodata`` the missing chunks
+    are read as NaN instead (:func:`read_plane`).
+    """
+    damage = ds.encoding.get("chunk_damage", {}).get(var)
+    if damage is None or settings.missing_chunks == "nodata":
+        return
+    missing, used = ~damage.present, ""
+    if dim is not None:
+        axis = damage.dims.index(dim)
+        chunk_of = store_positions(ds, dim) // damage.layout.chunks[axis]
+        bad = [i for i in indices if np.take(missing, chunk_of[i], axis=axis).any()]
+        missing = np.take(missing, sorted({int(chunk_of[i]) for i in bad}), axis=axis)
+        labels = ", ".join(pd.Index(ds[dim].values[bad]).astype(str))
+        used = f"; under the {dim} slice(s) the composite reads: {labels}"
+    if not missing.any():
+        return
+    raise CubeError(
+        f"{path}: variable {var!r}: {int(missing.sum())} chunk file(s) it needs are missing "
+        f"({damage.describe()}{used}). {MISSING_CHUNKS_FIX}"
+    )
+
+
+def _decode_message(
+    ds: xr.Dataset, var: str, fixed: dict[str, int], path: object, exc: Exception
+) -> str:
+    where = ", ".join(f"{d} index {i}" for d, i in fixed.items())
+    chunk = _failing_chunk(ds, var, fixed)
+    return (
+        f"{path}: variable {var!r}{f' at {where}' if where else ''}: a chunk failed to "
+        f"decode{f' ({chunk})' if chunk else ''}: {type(exc).__name__}: {exc}. The chunk file "
+        "is corrupt or truncated (a damaged copy or download); download or unzip the cube "
+        "again"
+    )
+
+
+def _failing_chunk(ds: xr.Dataset, var: str, fixed: dict[str, int]) -> str | None:
+    """The store chunk of ``var`` that fails to decode, found by reading chunk by chunk."""
+    source = Path(str(ds.encoding.get("source", "")))
+    try:
+        layout = chunk_layouts(source).get(var) if source.is_dir() else None
+        if layout is None:
+            return None
+        dims = ds[var].dims
+        chunk = dict(zip(dims, layout.chunks, strict=True))
+        runs = {}  # per free dimension: (local slice, chunk index) of each chunk it crosses
+        for d in dims:
+            if d in fixed:
+                continue
+            ids = store_positions(ds, d) // chunk[d]
+            edges = [0, *np.flatnonzero(np.diff(ids)) + 1, len(ids)]
+            runs[d] = [(slice(a, b), int(ids[a])) for a, b in itertools.pairwise(edges)]
+        for combo in itertools.product(*runs.values()):
+            where = dict(zip(runs, (s for s, _ in combo), strict=True))
+            try:
+                ds[var].isel({**fixed, **where}).load()
+            except Exception:  # the one that fails is the answer
+                ids = dict(zip(runs, (i for _, i in combo), strict=True))
+                for d, i in fixed.items():
+                    ids[d] = int(store_positions(ds, d)[i]) // chunk[d]
+                return f"chunk {layout.key([ids[d] for d in dims])}"
+    except (CubeError, OSError, ValueError, KeyError):
+        return None
+    return None
 
 
 BLOCK = 1 << 16
@@ -357,12 +538,21 @@ def _blocks(n: int) -> range:
     return range(0, n, BLOCK)
 
 
-_ReadArgs = tuple[xr.DataArray, str, CompositeSettings, bool, object, bool]
-"""The leading arguments of :func:`_read_slice` for one variable."""
+@dataclass(frozen=True)
+class _Source:
+    """A (time, y, x) variable the composite reads slice by slice, and how."""
+
+    ds: xr.Dataset
+    var: str
+    names: CubeNames
+    settings: CompositeSettings
+    path: object
+    log_amplitude: bool
+    allow_empty: bool
 
 
 def _reduce_over_time(
-    read: _ReadArgs,
+    source: _Source,
     indices: tuple[int, ...],
     reducer: Literal["mean", "median"],
     out: np.ndarray,
@@ -375,18 +565,18 @@ def _reduce_over_time(
     """
     if not out.flags.c_contiguous:  # the passes below work on flat views of out
         tmp = np.empty(out.shape, np.float32)
-        _reduce_over_time(read, indices, reducer, tmp)
+        _reduce_over_time(source, indices, reducer, tmp)
         out[...] = tmp
         return
     if reducer == "median":
-        slices = [_read_slice(*read, i) for i in indices]
+        slices = [_read_slice(source, i) for i in indices]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
             out[...] = np.nanmedian(np.stack(slices), axis=0)
         return
     flat_out = out.reshape(-1)  # out is one C-contiguous channel of the stack
     if len(indices) == 1:  # the mean of one value is that value: no float64 round trip
-        _read_slice(*read, indices[0], out=out)
+        _read_slice(source, indices[0], out=out)
         for s in _blocks(flat_out.size):
             block = flat_out[s : s + BLOCK]
             np.copyto(block, np.nan, where=~np.isfinite(block))  # +-inf -> no data
@@ -396,7 +586,7 @@ def _reduce_over_time(
     plane = np.empty(out.shape, np.float32)  # one buffer for every slice
     flat = plane.reshape(-1)
     for index in indices:
-        _read_slice(*read, index, out=plane)
+        _read_slice(source, index, out=plane)
         for s in _blocks(flat.size):
             block, finite = flat[s : s + BLOCK], np.isfinite(flat[s : s + BLOCK])
             np.copyto(block, 0, where=~finite)  # our own buffer
@@ -406,28 +596,19 @@ def _reduce_over_time(
         np.divide(total, count, out=flat_out, casting="same_kind")
 
 
-def _read_slice(
-    var: xr.DataArray,
-    time_dim: str,
-    settings: CompositeSettings,
-    log_amplitude: bool,
-    path: object,
-    allow_empty: bool,
-    index: int,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Timestep ``index`` of ``var`` as float32 (natural log for amplitudes) in ``out``.
+def _read_slice(source: _Source, index: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Timestep ``index`` of ``source`` as float32 (natural log for amplitudes) in ``out``.
 
     ``out`` (or a new array) is always our own: the source slice, which an in-memory cube
     hands out as a view, is never written to. A slice without any data is an error
     unless ``allow_empty``.
     """
-    raw = np.asarray(var.isel({time_dim: index}).values)
-    if raw.dtype != np.float32:
-        raw = raw.astype(np.float32)
+    ds, var, time_dim, settings = source.ds, source.var, source.names.time, source.settings
+    raw = read_plane(ds, var, source.names, settings, source.path, {time_dim: index})
     plane = np.empty(raw.shape, np.float32) if out is None else out
-    when = f"{path}: {var.name} at {time_dim} index {index} ({var[time_dim].values[index]})"
-    if not log_amplitude:
+    when = f"{source.path}: {var} at {time_dim} index {index} ({ds[time_dim].values[index]})"
+    allow_empty = source.allow_empty
+    if not source.log_amplitude:
         np.copyto(plane, raw)
         if not allow_empty and not _any_finite(plane):
             raise CubeError(_all_nan_message(when))

@@ -8,10 +8,13 @@ option, and the fix.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +95,7 @@ def open_cube(path: str | os.PathLike, names: CubeNames | None = None) -> xr.Dat
     ds = _open_dataset(path)
     ds.encoding.setdefault("source", str(path))
     check_schema(ds, names, path)
+    _record_chunk_damage(ds, path, names)
     if int(ds.attrs.get("synthetic", 0)):
         log.info(
             "%s is a SYNTHETIC cube (preset %s, seed %s), not real Sentinel-1 data",
@@ -100,6 +104,58 @@ def open_cube(path: str | os.PathLike, names: CubeNames | None = None) -> xr.Dat
             ds.attrs.get("synthetic_seed", "?"),
         )
     return ds
+
+
+def _record_chunk_damage(ds: xr.Dataset, path: Path, names: CubeNames) -> None:
+    """Scan a local Zarr store for missing chunk files and keep what is found on ``ds``.
+
+    A damaged coordinate this package reads (time, y, x, pair, orbit) is an error now;
+    a damaged data variable is reported here and judged by the composite that reads it
+    (see ``CompositeSettings.missing_chunks``); other coordinates (e.g. a scalar
+    ``spatial_ref``, whose value is never used) are only logged. The store's index along
+    each dimension is kept too, so a row slice of ``ds`` can be located in its chunk grid.
+    """
+    ds.encoding["store_index"] = {dim: (ds.indexes.get(dim), ds.sizes[dim]) for dim in ds.dims}
+    damage = chunk_damage(ds, path)
+    read = {names.time, names.y, names.x, names.pair, names.orbit}
+    coords = [d.describe() for name, d in damage.items() if name in read]
+    if coords:
+        raise CubeError(
+            f"{path}: chunk files of coordinates missing ({'; '.join(coords)}). "
+            f"{MISSING_CHUNKS_CAUSE}"
+        )
+    for name in [n for n in damage if n in ds.coords]:
+        log.info("%s: %s (a coordinate not used)", path, damage.pop(name).describe())
+    if damage:
+        log.warning(
+            "%s: %s. %s",
+            path,
+            "; ".join(d.describe() for d in damage.values()),
+            MISSING_CHUNKS_FIX,
+        )
+        ds.encoding["chunk_damage"] = damage
+
+
+def store_positions(ds: xr.Dataset, dim: str) -> np.ndarray:
+    """Indices in the opened store of ``ds``'s elements along ``dim`` (``ds`` may be a slice).
+
+    Located by the dimension's coordinate; without one, only an unsliced dimension can be.
+    """
+    index, size = ds.encoding.get("store_index", {}).get(dim, (None, ds.sizes[dim]))
+    if index is not None and dim in ds.indexes:
+        if index.equals(ds.indexes[dim]):
+            return np.arange(size)
+        if index.is_unique:
+            found = index.get_indexer(ds.indexes[dim])
+            if (found >= 0).all():
+                return found
+    elif ds.sizes[dim] == size:
+        return np.arange(size)
+    raise CubeError(
+        f"{ds.encoding.get('source', 'cube')}: cannot locate this part of the cube along "
+        f"{dim!r} in its store (no unique coordinate), so its missing chunks cannot be "
+        "placed; restore the store's missing chunk files (download or unzip it again)"
+    )
 
 
 def _open_dataset(path: Path) -> xr.Dataset:
@@ -171,17 +227,84 @@ def require_variables(
 def acquisition_times(
     ds: xr.Dataset, names: CubeNames, path: str | os.PathLike | None = None
 ) -> pd.DatetimeIndex:
-    """Acquisition times of the cube, from datetime64 or ``YYYYMMDD`` string timesteps."""
+    """Acquisition times of the cube in UTC (naive), read exactly or not at all.
+
+    Accepted: datetime64; Python, pandas or cftime datetimes (standard calendars); ISO 8601
+    strings or bytes (``2018-09-05``, ``2018-09-05T23:00:00+09:00``, ``...Z``) and
+    ``YYYYMMDD`` strings, bytes or integers. Times with a zone are converted to UTC;
+    naive ones are taken as UTC, so a cube may not mix the two. Anything else is one
+    :class:`CubeError` naming the coordinate, example values and the fix.
+    """
     values = ds[names.time].values
     if np.issubdtype(values.dtype, np.datetime64):
-        return pd.DatetimeIndex(values)
-    try:
-        return pd.DatetimeIndex(pd.to_datetime([str(v) for v in values], format="mixed"))
-    except (ValueError, TypeError) as exc:
+        times = pd.DatetimeIndex(values)
+    else:
+        parsed = [_parse_time(v, names.time, values, path) for v in values]
+        if len({t.tzinfo is None for t in parsed}) > 1:
+            raise CubeError(
+                _time_message(
+                    names.time,
+                    values,
+                    path,
+                    "mixes times with a time zone and times without one, whose zone is unknown",
+                )
+            )
+        times = pd.DatetimeIndex(parsed)
+        if times.tz is not None:
+            times = times.tz_localize(None)  # every time is in UTC already
+    if times.isna().any():
+        raise CubeError(_time_message(names.time, values, path, "has missing times (NaT)"))
+    return times
+
+
+def _parse_time(value: object, coord: str, values: np.ndarray, path: object) -> pd.Timestamp:
+    """One timestep value as a Timestamp (aware ones in UTC), or a CubeError."""
+    if isinstance(value, bytes | np.bytes_):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str | np.str_):
+        text = str(value).strip()
+        try:
+            if len(text) == 8 and text.isdigit():
+                return pd.Timestamp(dt.datetime.strptime(text, "%Y%m%d"))
+            if len(text) >= 10 and text[4] == "-" and text[7] == "-":  # ISO 8601, extended
+                parsed = pd.Timestamp(dt.datetime.fromisoformat(text))
+                return parsed.tz_convert("UTC") if parsed.tzinfo else parsed
+        except ValueError:
+            pass
+    elif isinstance(value, int | np.integer) and not isinstance(value, bool):
+        try:
+            if 10_000_000 <= value <= 99_999_999:
+                return pd.Timestamp(dt.datetime.strptime(str(value), "%Y%m%d"))
+        except ValueError:
+            pass
+    elif isinstance(value, dt.datetime | np.datetime64):  # pandas Timestamps too
+        parsed = pd.Timestamp(value)
+        return parsed.tz_convert("UTC") if parsed.tzinfo else parsed
+    elif type(value).__module__.startswith("cftime"):
+        calendar = getattr(value, "calendar", "")
+        if calendar in ("standard", "gregorian", "proleptic_gregorian"):
+            fields = ("year", "month", "day", "hour", "minute", "second", "microsecond")
+            return pd.Timestamp(*(getattr(value, f) for f in fields))
         raise CubeError(
-            f"{path or 'cube'}: coordinate {names.time!r} holds {values[:3].tolist()}..., "
-            "which are neither datetimes nor 'YYYYMMDD' dates"
-        ) from exc
+            _time_message(
+                coord,
+                values,
+                path,
+                f"uses the {calendar!r} calendar, whose dates are not real acquisition dates",
+            )
+        )
+    raise CubeError(_time_message(coord, values, path, f"holds {value!r}, not a date"))
+
+
+def _time_message(coord: str, values: np.ndarray, path: object, problem: str) -> str:
+    examples = ", ".join(repr(v) for v in list(values[:3]))
+    return (
+        f"{path or 'cube'}: coordinate {coord!r} {problem} (values: {examples}"
+        f"{', ...' if len(values) > 3 else ''}). Store acquisition times as datetime64 "
+        "(CF-encoded), as ISO 8601 strings with a time zone ('2018-09-05T01:30:00Z') or "
+        "all without one (read as UTC), or as 'YYYYMMDD' dates; if another coordinate holds "
+        "the times, remap it in the region's names (names: {time: ...})"
+    )
 
 
 def orbit_states(ds: xr.Dataset, names: CubeNames) -> np.ndarray | None:
@@ -190,3 +313,175 @@ def orbit_states(ds: xr.Dataset, names: CubeNames) -> np.ndarray | None:
         return None
     raw = ds[names.orbit].values
     return np.array([str(v).strip().lower()[:1] for v in raw])
+
+
+# -- chunk files of local Zarr stores -----------------------------------------------------
+
+MISSING_CHUNKS_CAUSE = (
+    "Likely cause: a partial copy or unzip of the store. Fix: download or unzip the cube again"
+)
+MISSING_CHUNKS_FIX = (
+    f"{MISSING_CHUNKS_CAUSE}. If the store was written without its all-no-data chunks "
+    "(zarr's write_empty_chunks=False), set --data.composite.missing_chunks nodata to read "
+    "them as no data (NaN)"
+)
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """Where one array of a Zarr store keeps its chunk files."""
+
+    folder: Path
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    prefix: str  # "c" under zarr v3's default chunk key encoding, else ""
+    separator: str
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return tuple(-(-n // c) for n, c in zip(self.shape, self.chunks, strict=True))
+
+    def key(self, index: Sequence[int]) -> str:
+        """The chunk file of chunk ``index``, relative to the store."""
+        parts = [self.prefix] if self.prefix else []
+        parts += [str(int(i)) for i in index] or ([] if self.prefix else ["0"])
+        return f"{self.folder.name}/{self.separator.join(parts)}"
+
+
+@dataclass(frozen=True)
+class ChunkDamage:
+    """Chunk files missing from one array of a Zarr store.
+
+    Attributes:
+        layout: the array's chunk layout.
+        dims: the array's dimensions, in stored order.
+        present: bool, one per chunk of the chunk grid: whether its file exists.
+    """
+
+    layout: ChunkLayout
+    dims: tuple[str, ...]
+    present: np.ndarray
+
+    @property
+    def missing(self) -> int:
+        return int(self.present.size - np.count_nonzero(self.present))
+
+    def describe(self) -> str:
+        return (
+            f"{self.layout.folder.name}: {self.missing} of {self.present.size} chunk files missing"
+        )
+
+    def missing_at(self, positions: dict[str, int | np.ndarray]) -> np.ndarray:
+        """Whether the chunk holding each element is missing, for store ``positions``.
+
+        ``positions`` maps every dimension to a store index or an array of them; arrays
+        broadcast against each other (give them shapes that do, e.g. (n, 1) and (1, m)).
+        """
+        chunk = dict(zip(self.dims, self.layout.chunks, strict=True))
+        index = tuple(np.asarray(positions[d]) // chunk[d] for d in self.dims)
+        return ~self.present[index]
+
+
+def chunk_layouts(path: Path) -> dict[str, ChunkLayout]:
+    """The chunk layout of each array at the root of the local Zarr store ``path``.
+
+    Read from the consolidated metadata when there is some (what xarray opens), else from
+    each array's own metadata file.
+    """
+    layouts = {}
+    for name, meta in _array_metadata(path).items():
+        if meta.get("zarr_format") == 3 or "chunk_grid" in meta:
+            encoding = meta.get("chunk_key_encoding", {"name": "default"})
+            separator = encoding.get("configuration", {}).get(
+                "separator", "/" if encoding.get("name") == "default" else "."
+            )
+            prefix = "c" if encoding.get("name") == "default" else ""
+            chunks = meta["chunk_grid"]["configuration"]["chunk_shape"]
+        else:
+            separator, prefix = meta.get("dimension_separator") or ".", ""
+            chunks = meta["chunks"]
+        layouts[name] = ChunkLayout(
+            path / name, tuple(meta["shape"]), tuple(chunks), prefix, separator
+        )
+    return layouts
+
+
+def _array_metadata(path: Path) -> dict[str, dict]:
+    """Metadata of the arrays at the root of a Zarr v2 or v3 store, by name."""
+    consolidated = path / ".zmetadata"
+    if consolidated.is_file():
+        entries = json.loads(consolidated.read_text())["metadata"]
+        return {
+            k[: -len("/.zarray")]: v
+            for k, v in entries.items()
+            if k.count("/") == 1 and k.endswith("/.zarray")
+        }
+    root = path / "zarr.json"
+    if root.is_file():
+        inline = json.loads(root.read_text()).get("consolidated_metadata") or {}
+        entries = inline.get("metadata") or {}
+        if entries:
+            return {
+                k: v for k, v in entries.items() if "/" not in k and v.get("node_type") == "array"
+            }
+    arrays = {}
+    for child in sorted(p for p in path.iterdir() if p.is_dir()):
+        for meta_file in (child / ".zarray", child / "zarr.json"):
+            if meta_file.is_file():
+                meta = json.loads(meta_file.read_text())
+                if meta_file.name == ".zarray" or meta.get("node_type") == "array":
+                    arrays[child.name] = meta
+                break
+    return arrays
+
+
+def present_chunks(layout: ChunkLayout) -> np.ndarray:
+    """Which chunks of ``layout``'s grid have a file: one directory scan, no data read."""
+    present = np.zeros(layout.grid, bool)
+    if not layout.folder.is_dir():
+        return present
+    ndim = len(layout.shape)
+    for folder, _, files in os.walk(layout.folder):
+        relative = Path(folder).relative_to(layout.folder).as_posix()
+        for file in files:
+            key = file if relative == "." else f"{relative}/{file}"
+            index = _chunk_index(key, layout, ndim)
+            if index is not None:
+                present[index] = True
+    return present
+
+
+def _chunk_index(key: str, layout: ChunkLayout, ndim: int) -> tuple[int, ...] | None:
+    """The chunk index of file ``key`` (relative to the array), or None for other files."""
+    parts = key.split(layout.separator)
+    if layout.prefix:
+        if parts[0] != layout.prefix:
+            return None
+        parts = parts[1:]
+    elif ndim == 0:
+        return () if key == "0" else None
+    if len(parts) != ndim or not all(p.isdigit() for p in parts):
+        return None
+    index = tuple(int(p) for p in parts)
+    return index if all(i < n for i, n in zip(index, layout.grid, strict=True)) else None
+
+
+def chunk_damage(ds: xr.Dataset, path: Path) -> dict[str, ChunkDamage]:
+    """The arrays of the local Zarr store ``path`` (opened as ``ds``) that lack chunk files."""
+    if not path.is_dir():
+        return {}
+    try:
+        layouts = chunk_layouts(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CubeError(
+            f"cannot read the array metadata of {path}: {type(exc).__name__}: {exc}. "
+            "The store may be corrupt or partially copied; download or unzip it again"
+        ) from exc
+    damage = {}
+    for name, layout in layouts.items():
+        if name not in ds.variables:
+            continue
+        present = present_chunks(layout)
+        if not present.all():
+            damage[name] = ChunkDamage(layout, tuple(map(str, ds[name].dims)), present)
+    return damage
