@@ -15,6 +15,7 @@ import xarray as xr
 from scipy import ndimage
 
 from landslide_lit.data import synthetic
+from landslide_lit.data.cube import chunk_layouts, open_cube, present_chunks
 from landslide_lit.data.synthetic import PRESETS, make_synthetic_cube, write_synthetic_cube
 from landslide_lit.regions import REGIONS, CubeNames, Region
 
@@ -181,6 +182,16 @@ def test_zarr_is_format_2_consolidated_and_chunked_by_timestep(tmp_path: Path) -
     assert ds["topophase.cor_1"].encoding["chunks"] == (1, 512, 40)
     assert ds.dem.encoding["chunks"] == (512, 40)
     assert ds.vv.chunks[0] == (1,) * 5  # lazy, one timestep per chunk
+
+
+def test_zarr_has_every_chunk_file(tmp_path: Path) -> None:
+    """No chunk is left out for equalling the fill value, so the missing-chunk check holds."""
+    path = write_synthetic_cube("hokkaido", root=tmp_path, size=(600, 40))
+    layouts = chunk_layouts(path)
+    assert {"vv", "landslides", "timestep", "sat:orbit_state"} <= set(layouts)
+    missing = {name: int((~present_chunks(lay)).sum()) for name, lay in layouts.items()}
+    assert not any(missing.values()), missing
+    assert "chunk_damage" not in open_cube(path).encoding
 
 
 def test_netcdf_is_compressed(tmp_path: Path) -> None:

@@ -432,7 +432,8 @@ def write_synthetic_cube(
     """Write a synthetic cube where the region's cube goes: ``ROOT/synthetic/<cube>``.
 
     Zarr stores are format v2 with consolidated metadata, chunked one timestep by
-    512 x 512; netCDF files are netCDF4 with zlib compression and the suffix ``.nc``. The
+    512 x 512, with every chunk file present (none left out for equalling the fill
+    value); netCDF files are netCDF4 with zlib compression and the suffix ``.nc``. The
     cube is written to a hidden sibling and renamed into place, so an interrupted write
     never leaves a partial cube under the final name. ``size``, ``seed`` and
     ``timestep_format`` are passed to :func:`make_synthetic_cube`.
@@ -454,7 +455,16 @@ def write_synthetic_cube(
     tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         if fmt == "zarr":
-            ds.to_zarr(tmp, mode="w-", zarr_format=2, consolidated=True, encoding=_encoding(ds))
+            # Every chunk written, even those equal to the fill value: a missing chunk file
+            # then always means a damaged store (see cube.chunk_damage).
+            ds.to_zarr(
+                tmp,
+                mode="w-",
+                zarr_format=2,
+                consolidated=True,
+                encoding=_encoding(ds),
+                write_empty_chunks=True,
+            )
         else:
             ds.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(ds, netcdf=True))
         _move_into_place(tmp, path)
