@@ -1,15 +1,29 @@
 """Opening cubes: formats, read-only access, schema checks and their errors."""
 
 import hashlib
+import json
+import logging
+import math
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
-from landslide_lit.data.composite import build_composite
-from landslide_lit.data.cube import CubeError, acquisition_times, open_cube, open_region_cube
+from landslide_lit.data.composite import CompositeSettings, build_composite
+from landslide_lit.data.cube import (
+    CubeError,
+    acquisition_times,
+    chunk_layouts,
+    open_cube,
+    open_region_cube,
+)
 from landslide_lit.regions import REGIONS, CubeNames, Region, get_region
 from tests.cubes import hand_cube
+
+HOKKAIDO = get_region("hokkaido")
 
 
 @pytest.mark.parametrize("fmt", ["zarr2", "zarr2-unconsolidated", "zarr3", "netcdf"])
@@ -122,3 +136,143 @@ def test_custom_region_and_data_root(tmp_path, monkeypatch):
     assert region.cube_path(synthetic=True) == tmp_path / "synthetic" / "mine.zarr"
     with pytest.raises(ValueError, match="event_end 2019-12-31 is before"):
         Region(name="bad", cube="x.zarr", event_start="2020-01-01", event_end="2019-12-31")
+
+
+# -- damaged Zarr stores ---------------------------------------------------------------------
+
+STORES = {
+    "zarr2": {"zarr_format": 2, "consolidated": True},
+    "zarr2-unconsolidated": {"zarr_format": 2, "consolidated": False},
+    "zarr3": {"zarr_format": 3, "consolidated": False},
+    "zarr3-consolidated": {"zarr_format": 3, "consolidated": True},
+}
+
+
+def write_chunked(path: Path, fmt: str, cube: xr.Dataset | None = None) -> Path:
+    """A store of the hand cube, chunked 1 x 4 x 4, with every chunk file written."""
+    cube = hand_cube() if cube is None else cube
+    encoding = {
+        name: {"chunks": (1, 4, 4)[-var.ndim :]} for name, var in cube.data_vars.items() if var.ndim
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr 3: consolidated metadata, string dtypes
+        cube.to_zarr(path, encoding=encoding, write_empty_chunks=True, **STORES[fmt])
+    return path
+
+
+def chunk_file(path: Path, var: str, index: tuple[int, ...]) -> Path:
+    return path / chunk_layouts(path)[var].key(index)
+
+
+@pytest.fixture(params=list(STORES))
+def store(request, tmp_path):
+    return write_chunked(tmp_path / "cube.zarr", request.param)
+
+
+def test_complete_store_has_no_damage(store):
+    assert "chunk_damage" not in open_cube(store).encoding
+    assert chunk_file(store, "vv", (3, 1, 0)).is_file()
+
+
+def test_missing_sar_chunk_of_a_used_acquisition_is_an_error(store, caplog):
+    chunk_file(store, "vv", (3, 1, 0)).unlink()  # 2018-09-03: a descending 'before' pass
+    with caplog.at_level(logging.WARNING):
+        ds = open_cube(store)
+    assert "vv: 1 of 28 chunk files missing" in caplog.text
+    assert "partial copy or unzip" in caplog.text
+    settings = CompositeSettings(before=2)
+    with pytest.raises(CubeError) as err:
+        build_composite(ds, HOKKAIDO, "sar", settings)
+    message = str(err.value)
+    assert "variable 'vv': 1 chunk file(s) it needs are missing" in message
+    assert "1 of 28 chunk files missing" in message and "2018-09-03" in message
+    assert "download or unzip the cube again" in message
+    assert "--data.composite.missing_chunks nodata" in message
+    build_composite(ds, HOKKAIDO, ["vh_before", "dem"], settings)  # other variables: fine
+
+
+def test_missing_chunk_of_an_unused_acquisition_is_no_error(store):
+    chunk_file(store, "vv", (1, 0, 0)).unlink()  # 2018-08-22: ascending, not used
+    build_composite(open_cube(store), HOKKAIDO, "sar", CompositeSettings(before=2))
+
+
+def test_missing_chunks_as_nodata(store):
+    chunk_file(store, "vv", (3, 1, 0)).unlink()  # rows 4-7, columns 0-3 of 2018-09-03
+    chunk_file(store, "landslides", (0, 0)).unlink()
+    settings = CompositeSettings(before=2, missing_chunks="nodata")
+    out = build_composite(open_cube(store), HOKKAIDO, ["vv_before"], settings)
+    image, label = out["image"].values[0], out["label"].values
+    assert np.allclose(image[4:, :4], math.log(3))  # 2018-08-28 alone
+    assert np.allclose(image[:4], (math.log(3) + math.log(4)) / 2)
+    assert np.isnan(label[:4, :4]).all()
+    np.testing.assert_array_equal(label[4:], hand_cube()["landslides"].values[4:])
+
+
+def test_missing_label_chunk_is_an_error(store):
+    chunk_file(store, "landslides", (1, 1)).unlink()
+    with pytest.raises(CubeError, match="variable 'landslides': 1 chunk file.*1 of 4"):
+        build_composite(open_cube(store), HOKKAIDO, ["dem"])
+
+
+def test_missing_chunks_in_a_row_slice_of_the_cube(store):
+    """A band of rows (as whole-region prediction reads) is located in the store's grid."""
+    chunk_file(store, "vv", (3, 1, 0)).unlink()
+    ds = open_cube(store)
+    settings = CompositeSettings(before=2, missing_chunks="nodata")
+    whole = build_composite(ds, HOKKAIDO, ["vv_before"], settings)["image"].values
+    for y0, y1 in [(0, 3), (3, 6), (6, 8)]:
+        band = build_composite(ds.isel(y=slice(y0, y1)), HOKKAIDO, ["vv_before"], settings)
+        np.testing.assert_array_equal(band["image"].values, whole[:, y0:y1])
+    with pytest.raises(CubeError, match="chunk file"):  # the whole store is judged
+        build_composite(ds.isel(y=slice(0, 3)), HOKKAIDO, ["vv_before"], CompositeSettings())
+
+
+def test_missing_coordinate_chunk_is_an_error_at_open(store):
+    chunk_file(store, "timestep", (0,)).unlink()
+    with pytest.raises(CubeError, match="coordinates missing.*timestep: 1 of 1.*unzip"):
+        open_cube(store)
+
+
+def test_whole_array_folder_missing(tmp_path):
+    """A consolidated store whose array folder was never unzipped: every chunk missing."""
+    path = write_chunked(tmp_path / "cube.zarr", "zarr2")
+    for file in (path / "vh").iterdir():
+        if not file.name.startswith("."):
+            file.unlink()
+    with pytest.raises(CubeError, match="'vh': 8 chunk file.*28 of 28"):
+        build_composite(open_cube(path), HOKKAIDO, "sar", CompositeSettings(before=2))
+
+
+def test_nested_chunk_keys(tmp_path):
+    """Zarr v2 with '/' as the dimension separator keeps chunks in nested folders."""
+    cube = hand_cube()
+    path = tmp_path / "cube.zarr"
+    encoding = {"vv": {"chunks": (1, 4, 4)}}
+    store_ = zarr.storage.LocalStore(path)
+    cube.to_zarr(store_, zarr_format=2, encoding=encoding, write_empty_chunks=True)
+    meta = json.loads((path / "vv" / ".zarray").read_text())
+    if meta.get("dimension_separator") != "/":  # re-key the chunks as nested folders
+        meta["dimension_separator"] = "/"
+        (path / "vv" / ".zarray").write_text(json.dumps(meta))
+        (path / ".zmetadata").unlink(missing_ok=True)
+        for file in list((path / "vv").iterdir()):
+            if not file.name.startswith("."):
+                target = path / "vv" / Path(*file.name.split("."))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                file.rename(target)
+    assert (path / "vv" / "3" / "1" / "0").is_file()
+    xr.testing.assert_equal(open_cube(path)["vv"].load(), cube["vv"])
+    (path / "vv" / "3" / "1" / "0").unlink()
+    with pytest.raises(CubeError, match="'vv': 1 chunk file"):
+        build_composite(open_cube(path), HOKKAIDO, ["vv_before"], CompositeSettings(before=2))
+
+
+def test_corrupt_chunk_names_file_variable_and_chunk(store):
+    chunk = chunk_file(store, "vv", (3, 1, 0))
+    chunk.write_bytes(b"\x00garbage" * 3)
+    with pytest.raises(CubeError) as err:
+        build_composite(open_cube(store), HOKKAIDO, "sar", CompositeSettings(before=2))
+    message = str(err.value)
+    assert str(store) in message and "variable 'vv' at timestep index 3" in message
+    assert f"chunk {chunk.relative_to(store).as_posix()}" in message
+    assert "corrupt or truncated" in message and "Traceback" not in message
