@@ -1,18 +1,22 @@
 """Opening cubes: formats, read-only access, schema checks and their errors."""
 
+import datetime as dt
 import hashlib
 import json
 import logging
 import math
+import re
 import warnings
 from pathlib import Path
 
+import cftime
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 import zarr
 
-from landslide_lit.data.composite import CompositeSettings, build_composite
+from landslide_lit.data.composite import CompositeSettings, build_composite, select_windows
 from landslide_lit.data.cube import (
     CubeError,
     acquisition_times,
@@ -21,7 +25,7 @@ from landslide_lit.data.cube import (
     open_region_cube,
 )
 from landslide_lit.regions import REGIONS, CubeNames, Region, get_region
-from tests.cubes import hand_cube
+from tests.cubes import TIMES, hand_cube
 
 HOKKAIDO = get_region("hokkaido")
 
@@ -224,7 +228,9 @@ def test_missing_chunks_in_a_row_slice_of_the_cube(store):
         band = build_composite(ds.isel(y=slice(y0, y1)), HOKKAIDO, ["vv_before"], settings)
         np.testing.assert_array_equal(band["image"].values, whole[:, y0:y1])
     with pytest.raises(CubeError, match="chunk file"):  # the whole store is judged
-        build_composite(ds.isel(y=slice(0, 3)), HOKKAIDO, ["vv_before"], CompositeSettings())
+        build_composite(
+            ds.isel(y=slice(0, 3)), HOKKAIDO, ["vv_before"], CompositeSettings(before=2)
+        )
 
 
 def test_missing_coordinate_chunk_is_an_error_at_open(store):
@@ -276,3 +282,166 @@ def test_corrupt_chunk_names_file_variable_and_chunk(store):
     assert str(store) in message and "variable 'vv' at timestep index 3" in message
     assert f"chunk {chunk.relative_to(store).as_posix()}" in message
     assert "corrupt or truncated" in message and "Traceback" not in message
+
+
+# -- time coordinate encodings ---------------------------------------------------------------
+
+
+def with_times(values) -> xr.Dataset:
+    cube = hand_cube(times=pd.date_range("2018-09-01", periods=len(values)), orbits=None)
+    if not isinstance(values, np.ndarray):
+        values = np.array(values, dtype=object)
+    return cube.assign_coords(timestep=values)
+
+
+def utc_times(values) -> list[str]:
+    return [t.isoformat() for t in acquisition_times(with_times(values), CubeNames(), "c.zarr")]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["20180905", "20180906"], ["2018-09-05T00:00:00", "2018-09-06T00:00:00"]),
+        ([b"20180905", b"20180906"], ["2018-09-05T00:00:00", "2018-09-06T00:00:00"]),
+        (np.array([20180905, 20180906]), ["2018-09-05T00:00:00", "2018-09-06T00:00:00"]),
+        (
+            ["2018-09-06T01:00:00+09:00", "2018-09-05T23:00:00Z"],
+            ["2018-09-05T16:00:00", "2018-09-05T23:00:00"],
+        ),
+        (
+            ["2018-09-05T23:00:00-03:00", "2018-09-05 10:00:00+00:00"],
+            ["2018-09-06T02:00:00", "2018-09-05T10:00:00"],
+        ),
+        (["2018-09-05T20:48:10", "2018-09-06"], ["2018-09-05T20:48:10", "2018-09-06T00:00:00"]),
+        (
+            [
+                dt.datetime(2018, 9, 5, 20, tzinfo=dt.timezone(dt.timedelta(hours=9))),
+                pd.Timestamp("2018-09-06T00:00Z"),
+            ],
+            ["2018-09-05T11:00:00", "2018-09-06T00:00:00"],
+        ),
+        (
+            [dt.datetime(2018, 9, 5, 20, 1, 2, 500), dt.datetime(2018, 9, 6)],
+            ["2018-09-05T20:01:02.000500", "2018-09-06T00:00:00"],
+        ),
+        (
+            [
+                cftime.DatetimeGregorian(2018, 9, 5, 20),
+                cftime.DatetimeProlepticGregorian(2018, 9, 6),
+            ],
+            ["2018-09-05T20:00:00", "2018-09-06T00:00:00"],
+        ),
+    ],
+    ids=[
+        "yyyymmdd",
+        "bytes",
+        "integers",
+        "zones",
+        "zones2",
+        "naive",
+        "aware-objects",
+        "naive-objects",
+        "cftime",
+    ],
+)
+def test_time_encodings_are_read_exactly_in_utc(values, expected):
+    assert utc_times(values) == expected
+
+
+def test_event_days_are_utc_days():
+    """09-06 01:00 in Japan is 09-05 16:00 UTC: before the Hokkaido event (day <= 09-05)."""
+    cube = hand_cube(times=pd.date_range("2018-09-01", periods=7), orbits=None)
+    local = [
+        "2018-09-01T00:00Z",
+        "2018-09-02T00:00Z",
+        "2018-09-06T01:00:00+09:00",
+        "2018-09-07T08:00:00+09:00",
+        "2018-09-07T09:00:00+09:00",
+        "2018-09-08T00:00Z",
+        "2018-09-09T00:00Z",
+    ]
+    cube = cube.assign_coords(timestep=np.array(local, dtype=object))
+    windows = select_windows(cube, HOKKAIDO, CompositeSettings(before=1, orbit="none"))
+    assert windows.before == (2,)  # 09-05T16:00Z; then 09-06T23:00Z is in neither window
+    assert windows.after == (4,)  # 09-07T00:00Z
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        (["2018-09-05T23:00:00+09:00", "2018-09-06T10:00:00"], "mixes times with a time zone"),
+        (["05/09/2018", "06/09/2018"], r"holds '05/09/2018', not a date"),
+        (["20180931", "20181001"], r"holds '20180931', not a date"),
+        (np.array([1536105600, 1536192000]), r"holds np.int64\(1536105600\), not a date"),
+        (np.array([1.5, 2.5]), r"not a date"),
+        (["2018-09-05", None], r"holds nan, not a date"),
+        (
+            [cftime.Datetime360Day(2018, 9, 5), cftime.Datetime360Day(2018, 9, 6)],
+            "'360_day' calendar",
+        ),
+    ],
+    ids=[
+        "naive-aware",
+        "ambiguous-slashes",
+        "no-such-day",
+        "epoch-seconds",
+        "floats",
+        "none",
+        "360-day",
+    ],
+)
+def test_uninterpretable_times_are_one_exact_error(values, problem):
+    with pytest.raises(CubeError) as err:
+        utc_times(values)
+    message = str(err.value)
+    assert re.search(problem, message), message
+    assert "c.zarr: coordinate 'timestep'" in message and "(values: " in message
+    assert "ISO 8601" in message and "YYYYMMDD" in message
+
+
+def test_missing_time_is_an_error():
+    cube = hand_cube()
+    times = cube["timestep"].values.copy()
+    times[2] = np.datetime64("NaT")
+    with pytest.raises(CubeError, match="missing times"):
+        acquisition_times(cube.assign_coords(timestep=times), CubeNames())
+
+
+def test_string_times_survive_netcdf_and_zarr(tmp_path):
+    values = [f"2018-{t:%m-%d}T21:00:00+09:00" for t in TIMES]
+    cube = hand_cube().assign_coords(timestep=values)
+    for path in (tmp_path / "c.nc", tmp_path / "c.zarr"):
+        cube.to_netcdf(path) if path.suffix == ".nc" else cube.to_zarr(path, zarr_format=2)
+        times = acquisition_times(open_cube(path), CubeNames())
+        assert times[0].isoformat() == "2018-08-10T12:00:00"
+
+
+# -- duplicated acquisitions ----------------------------------------------------------------
+
+
+def concat(cube: xr.Dataset, extra: xr.Dataset) -> xr.Dataset:
+    """``cube`` with the timesteps of ``extra`` appended (time-less variables unchanged)."""
+    return xr.concat(
+        [cube, extra], dim="timestep", data_vars="minimal", coords="minimal", compat="override"
+    )
+
+
+def test_a_duplicated_acquisition_is_used_once():
+    cube = hand_cube()
+    doubled = concat(cube, cube.isel(timestep=[3]))  # 09-03 again, last
+    doubled["vv"][-1] = 100.0  # if it were used, the mean would show it
+    with pytest.warns(
+        UserWarning, match=r"2018-09-03 00:00:00 at indices \[3, 7\] \(kept 3\).*not averaged twice"
+    ):
+        out = build_composite(doubled, HOKKAIDO, "sar", CompositeSettings(before=2))
+    expected = build_composite(cube, HOKKAIDO, "sar", CompositeSettings(before=2))
+    np.testing.assert_array_equal(out["image"].values, expected["image"].values)
+    assert out.attrs["before_acquisitions"] == "2018-08-28,2018-09-03"
+
+
+def test_duplicates_that_disagree_in_orbit_are_an_error():
+    cube = hand_cube()
+    twin = cube.isel(timestep=[3]).assign_coords({"sat:orbit_state": ("timestep", ["a"])})
+    doubled = concat(cube, twin)
+    with pytest.raises(CubeError, match=r"appears twice .* different orbits .*\['d', 'a'\]"):
+        build_composite(doubled, HOKKAIDO, "sar", CompositeSettings(before=2))

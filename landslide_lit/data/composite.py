@@ -211,7 +211,8 @@ def _first_of_duplicates(
         clash = [(t, g) for t, g in groups.items() if len(set(states[g])) > 1]
         if clash:
             listed = "; ".join(
-                f"{pd.Timestamp(t)} at indices {g} with orbits {list(states[g])}" for t, g in clash
+                f"{pd.Timestamp(t)} at indices {g} with orbits {[str(s) for s in states[g]]}"
+                for t, g in clash
             )
             raise CubeError(
                 f"{path}: the same acquisition time appears twice in {names.time!r} with "
