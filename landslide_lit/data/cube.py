@@ -219,8 +219,14 @@ def require_variables(
                 f"{sorted(map(str, ds.data_vars))}.{remap}"
             )
         if dims is not None and set(ds[var].dims) != set(dims):
+            extra = [d for d in ds[var].dims if d not in dims]
+            missing = [d for d in dims if d not in ds[var].dims]
             raise CubeError(
-                f"{path}: variable {var!r} has dimensions {ds[var].dims}, expected {dims}"
+                f"{path}: variable {var!r} has dimensions {ds[var].dims}, expected {dims} "
+                f"(in any order); extra: {extra}, missing: {missing}. Select the one layer "
+                "wanted along an extra dimension (e.g. ds.isel(band=0)) and save the cube "
+                "again; if a dimension is named differently, remap it in the region's names "
+                "(e.g. names: {y: lat, x: lon})"
             )
 
 
