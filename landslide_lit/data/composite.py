@@ -401,12 +401,15 @@ def _channel(
 def _label(
     ds: xr.Dataset, names: CubeNames, settings: CompositeSettings, path: object
 ) -> xr.DataArray:
-    """The raw ``landslides`` variable as float32 (y, x), whatever its stored order."""
+    """The raw ``landslides`` variable as float32 (y, x), whatever its stored order.
+
+    Always a copy: the result is handed on and may be changed, the source never is.
+    """
     require_variables(ds, [names.landslides], names, path, dims=(names.y, names.x))
     _check_chunks(ds, names.landslides, None, (), settings, path)
     label = ds[names.landslides]
     return xr.DataArray(
-        read_plane(ds, names.landslides, names, settings, path),
+        np.array(read_plane(ds, names.landslides, names, settings, path)),
         dims=(names.y, names.x),
         attrs=label.attrs,
         name=label.name,
@@ -434,7 +437,7 @@ def read_plane(
     selection = ds[var].isel(fixed)
     try:
         values = np.asarray(selection.values)
-    except (MemoryError, KeyboardInterrupt):
+    except MemoryError:
         raise
     except Exception as exc:  # the codecs raise many types for a corrupt chunk
         raise CubeError(_decode_message(ds, var, fixed, path, exc)) from exc

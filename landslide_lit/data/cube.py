@@ -85,8 +85,9 @@ def open_cube(path: str | os.PathLike, names: CubeNames | None = None) -> xr.Dat
     """Open a datacube lazily and read-only, then validate its core schema.
 
     Zarr stores (format v2 or v3, consolidated or not) and netCDF files are
-    accepted. Timesteps stored as ``YYYYMMDD`` strings are left as they are;
-    :func:`acquisition_times` parses either form.
+    accepted. Timesteps are left as stored; :func:`acquisition_times` reads them exactly
+    (an error now if it cannot). A local Zarr store is scanned once for missing chunk
+    files (no data read): see :func:`chunk_damage`.
     """
     names = names or CubeNames()
     path = Path(path)
