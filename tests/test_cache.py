@@ -161,7 +161,8 @@ def test_every_ingredient_changes_the_key(cube):
         "after": 2,
         "reducer": "median",
         "orbit": "both",
-        "skip_last_before": True,
+        "recipe": "published_code",
+        "missing_chunks": "nodata",
         "nonpositive": "nodata",
     }
     assert set(other_composite_values) == {f.name for f in dataclasses.fields(composite)}
