@@ -21,7 +21,12 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from landslide_lit.checkpointing import reserve_run_version, resume_checkpoint
+from landslide_lit.checkpointing import (
+    Interrupted,
+    command_guard,
+    reserve_run_version,
+    resume_checkpoint,
+)
 from landslide_lit.data.composite import resolve_channels
 from landslide_lit.data.cube import CubeError
 from landslide_lit.data.datamodule import LandslideDataModule
@@ -265,6 +270,9 @@ def main(args: list[str] | None = None) -> None:
         run(args)
     except (CubeError, CheckpointError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    except Interrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
 
 
 def run(args: list[str] | None = None) -> LandslideCLI | None:
@@ -296,12 +304,13 @@ def run(args: list[str] | None = None) -> LandslideCLI | None:
         and not {"-h", "--help", "--print_config"} & set(args)
     ):
         args, channels = restore_from_checkpoint(args)
-    return LandslideCLI(
-        LandslideSegmenter,
-        LandslideDataModule,
-        seed_everything_default=42,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": __doc__.splitlines()[0]},
-        checkpoint_channels=channels,
-        args=args,
-    )
+    with command_guard():
+        return LandslideCLI(
+            LandslideSegmenter,
+            LandslideDataModule,
+            seed_everything_default=42,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": __doc__.splitlines()[0]},
+            checkpoint_channels=channels,
+            args=args,
+        )
