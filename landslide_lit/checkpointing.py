@@ -5,6 +5,10 @@
   previous complete file, so ``last.ckpt`` is always the old or the new one.
 * :class:`CheckpointOnSigterm` saves ``last.ckpt`` when Lightning stops a fit on
   SIGTERM; Lightning only stops (and saves nothing) outside SLURM's requeue signal.
+  :func:`command_guard` then ends the command with :class:`Interrupted` (exit status 143)
+  instead of Lightning's exit status 0, so ``fit && test`` stops there.
+* :func:`reserve_run_version` gives each run its own ``version_N`` folder, created
+  atomically, so fits started together in one folder never share one.
 * :func:`resume_checkpoint` checks ``fit --ckpt_path`` before Lightning loads it,
   resolves ``last`` to the newest last (or SLURM ``hpc_ckpt_N``) checkpoint of the
   fit runs under the working directory, and continues that run's version folder,
@@ -16,9 +20,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import glob
+import importlib
 import logging
 import os
 import re
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +37,12 @@ from lightning.fabric.plugins.io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from landslide_lit.errors import LandslideLitError
 from landslide_lit.runs import checkpoint_folders, read_checkpoint
 
 log = logging.getLogger("landslide_lit")
@@ -88,8 +96,24 @@ def _fsync_folder(folder: Path) -> None:
             os.close(descriptor)
 
 
+class Interrupted(LandslideLitError):
+    """A command stopped by SIGTERM before it finished (a fit's ``last.ckpt`` is saved).
+
+    Its exit status is 143 = 128 + SIGTERM, the shell's status of a process ended by
+    SIGTERM, so ``landslide-lit fit ... && landslide-lit test ...`` stops there.
+    Lightning itself ends such a command with status 0.
+    """
+
+    exit_code = 128 + signal.SIGTERM
+
+
+_INTERRUPTION = "landslide_lit_interruption"
+"""Attribute of Lightning's ``SIGTERMException`` where :class:`CheckpointOnSigterm` says
+what it saved, for :func:`command_guard`."""
+
+
 class CheckpointOnSigterm(Callback):
-    """Save ``last.ckpt`` when a fit stops on SIGTERM.
+    """Save ``last.ckpt`` when a fit stops on SIGTERM, and say so in the command's error.
 
     Lightning's SIGTERM handler sets ``trainer.received_sigterm``; the training loop
     finishes the running batch and raises ``SIGTERMException``. This callback then
@@ -105,20 +129,161 @@ class CheckpointOnSigterm(Callback):
     ) -> None:
         if not isinstance(exception, SIGTERMException):
             return
-        if not trainer.training:
-            if trainer.is_global_zero:
-                log.warning("SIGTERM during %s: no checkpoint saved", trainer.state.stage)
-            return
+        command = trainer.state.fn.value if trainer.state.fn else "the command"
+        if command != "fit":
+            what = "before it finished; its results are incomplete: run it again"
+        elif not trainer.training:
+            what = (
+                f"during {trainer.state.stage.value} in epoch {trainer.current_epoch}; no "
+                f"checkpoint saved mid-validation; {RESUME}"
+            )
+        else:
+            progress = trainer.fit_loop.epoch_loop.batch_progress.current
+            saved = ", ".join(self._save_last(trainer))
+            what = (
+                f"in epoch {trainer.current_epoch} after batch {progress.processed} of it "
+                f"(global step {trainer.global_step}); saved {saved or 'nothing'}; {RESUME}"
+            )
+        setattr(exception, _INTERRUPTION, Interrupted(f"{command} stopped by SIGTERM {what}"))
+
+    @staticmethod
+    def _save_last(trainer: Trainer) -> list[str]:
+        """Write ``last.ckpt`` in every ModelCheckpoint folder (all ranks: a collective)."""
         folders = {
             callback.dirpath
             for callback in trainer.checkpoint_callbacks
             if isinstance(callback, ModelCheckpoint) and callback.dirpath
         }
-        for folder in sorted(folders):
-            path = os.path.join(folder, f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}.ckpt")
+        paths = [
+            os.path.join(folder, f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}.ckpt")
+            for folder in sorted(folders)
+        ]
+        for path in paths:
             trainer.save_checkpoint(path, weights_only=False)
-            if trainer.is_global_zero:
-                log.warning("SIGTERM: saved %s; resume with --ckpt_path last", path)
+        return paths
+
+
+RESUME = "resume with the same `landslide-lit fit` command and `--ckpt_path last`"
+
+
+@contextlib.contextmanager
+def command_guard() -> Iterator[None]:
+    """Around one LightningCLI command: a SIGTERM ends it with :class:`Interrupted`.
+
+    Lightning stops a command on SIGTERM with ``SIGTERMException``, a ``SystemExit``
+    without a code (exit status 0); it becomes :class:`Interrupted` (exit status 143),
+    with what :class:`CheckpointOnSigterm` saved. A run folder that
+    :func:`reserve_run_version` made for the command and that it left empty, failing
+    before it wrote anything, is removed.
+    """
+    first = len(_RESERVED)  # the reservations of this command follow
+    try:
+        yield
+    except BaseException as error:
+        _release_empty_reservations(_RESERVED[first:])
+        if isinstance(error, SIGTERMException):
+            interruption = getattr(error, _INTERRUPTION, None)
+            raise interruption or Interrupted(
+                "stopped by SIGTERM before it finished; run it again"
+            ) from None
+        raise
+    finally:
+        del _RESERVED[first:]
+
+
+RUN_FOLDER_VARIABLE = "LANDSLIDE_LIT_RUN_FOLDER"
+"""The run folder global rank 0 reserved, for the ranks Lightning's launcher starts."""
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+"""Set (non-zero) in the processes of the other ranks by launchers (Lightning, torchrun,
+SLURM), before Lightning knows the rank."""
+_VERSION = re.compile(r"version_(\d+)")
+_RESERVED: list[tuple[Path, Path]] = []
+"""(run folder, topmost folder created with it) reserved by the running command."""
+
+
+def reserve_run_version(trainer_config: Namespace) -> None:
+    """Give the run's TensorBoard and CSV loggers one ``version_N`` folder of its own.
+
+    Applies when every logger is one of these, all write to one ``save_dir/name`` and none
+    has a version (a resumed fit has its run's: :func:`resume_checkpoint`). Global rank 0
+    creates the folder with :func:`reserve_version`: runs started together never share
+    one. It passes it on in ``LANDSLIDE_LIT_RUN_FOLDER`` to the processes that Lightning's
+    launcher starts for the other ranks with the same command line; they take its
+    version and create nothing. Ranks started by srun or torchrun leave the version unset
+    and create nothing either: they write nothing there, and Lightning gives them rank 0's
+    ``log_dir`` where they need it.
+    """
+    loggers = trainer_config.get("logger")
+    if not isinstance(loggers, list) or not loggers:
+        return
+    init = [logger.get("init_args") for logger in loggers if isinstance(logger, Namespace)]
+    if len(init) != len(loggers) or not all(map(_versioned_logger, loggers)):
+        return
+    places = {(str(args.get("save_dir")), str(args.get("name") or "")) for args in init}
+    if len(places) != 1 or any(args.get("version") is not None for args in init):
+        return
+    save_dir, name = places.pop()
+    if "://" in save_dir:  # a remote logger folder: Lightning's own numbering
+        return
+    place = Path(save_dir, name)
+    if _global_rank_zero():
+        version = reserve_version(place)
+        os.environ[RUN_FOLDER_VARIABLE] = str((place / f"version_{version}").resolve())
+    else:
+        inherited = Path(os.environ.get(RUN_FOLDER_VARIABLE, "/"))
+        match = _VERSION.fullmatch(inherited.name)
+        if match is None or inherited.parent != place.resolve():
+            return
+        version = int(match.group(1))
+    for args in init:
+        args["version"] = version
+
+
+def reserve_version(place: Path) -> int:
+    """Create ``place/version_N`` for the next free N with one ``mkdir`` each try; N.
+
+    ``mkdir`` fails when the folder exists, so of two runs that pick the same N at once
+    one gets it and the other tries N + 1.
+    """
+    topmost = next((p for p in [*reversed(place.parents), place] if not p.exists()), None)
+    place.mkdir(parents=True, exist_ok=True)
+    numbers = [int(m.group(1)) for p in place.iterdir() if (m := _VERSION.fullmatch(p.name))]
+    version = max(numbers, default=-1) + 1
+    while True:
+        folder = place / f"version_{version}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            version += 1
+            continue
+        _RESERVED.append((folder, topmost or folder))
+        return version
+
+
+def _release_empty_reservations(reserved: list[tuple[Path, Path]]) -> None:
+    """Remove the reserved run folders still empty, and the folders made for them."""
+    for folder, topmost in reserved:
+        for path in [folder, *folder.parents]:
+            try:
+                path.rmdir()  # only when empty: never what a run wrote
+            except OSError:
+                break
+            if path == topmost:
+                break
+
+
+def _global_rank_zero() -> bool:
+    return all(os.environ.get(name, "0") == "0" for name in RANK_VARIABLES)
+
+
+def _versioned_logger(logger: Namespace) -> bool:
+    """Whether the logger is a TensorBoard or CSV logger (numbered ``version_N`` folders)."""
+    module, _, name = str(logger.get("class_path")).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, TensorBoardLogger | CSVLogger)
 
 
 def last_checkpoint(directory: str | os.PathLike = ".", hpc_dir: str | None = None) -> Path | None:

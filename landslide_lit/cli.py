@@ -21,7 +21,12 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from landslide_lit.checkpointing import resume_checkpoint
+from landslide_lit.checkpointing import (
+    Interrupted,
+    command_guard,
+    reserve_run_version,
+    resume_checkpoint,
+)
 from landslide_lit.data.composite import resolve_channels
 from landslide_lit.data.cube import CubeError
 from landslide_lit.data.datamodule import LandslideDataModule
@@ -121,7 +126,7 @@ class LandslideCLI(LightningCLI):
         if config.region:
             key = "validate_region" if self.subcommand == "validate" else "test_region"
             config.data[key] = config.region
-        _align_logger_versions(config.trainer)
+        reserve_run_version(config.trainer)
         if self.checkpoint_channels is not None:
             channels = list(resolve_channels(config.data.channels))
             if channels != self.checkpoint_channels:
@@ -130,26 +135,6 @@ class LandslideCLI(LightningCLI):
                     f"but --data.channels gives {channels}; drop the override or use a "
                     "checkpoint trained on these channels"
                 )
-
-
-def _align_logger_versions(trainer_config) -> None:
-    """Give the TensorBoard and CSV loggers of a run the same version folder."""
-    loggers = trainer_config.get("logger")
-    if not isinstance(loggers, list) or len(loggers) < 2:
-        return
-    init = [logger.init_args for logger in loggers if "init_args" in logger]
-    places = {(str(a.get("save_dir")), str(a.get("name"))) for a in init}
-    if len(places) != 1 or any(a.get("version") is not None for a in init):
-        return
-    save_dir, name = places.pop()
-    existing = [
-        int(p.name.split("_")[1])
-        for p in Path(save_dir, name).glob("version_*")
-        if p.name.split("_")[1].isdigit()
-    ]
-    version = max(existing, default=-1) + 1
-    for args in init:
-        args["version"] = version
 
 
 def bundled_config_dir() -> Path:
@@ -285,6 +270,9 @@ def main(args: list[str] | None = None) -> None:
         run(args)
     except (CubeError, CheckpointError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    except Interrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
 
 
 def run(args: list[str] | None = None) -> LandslideCLI | None:
@@ -316,12 +304,13 @@ def run(args: list[str] | None = None) -> LandslideCLI | None:
         and not {"-h", "--help", "--print_config"} & set(args)
     ):
         args, channels = restore_from_checkpoint(args)
-    return LandslideCLI(
-        LandslideSegmenter,
-        LandslideDataModule,
-        seed_everything_default=42,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": __doc__.splitlines()[0]},
-        checkpoint_channels=channels,
-        args=args,
-    )
+    with command_guard():
+        return LandslideCLI(
+            LandslideSegmenter,
+            LandslideDataModule,
+            seed_everything_default=42,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": __doc__.splitlines()[0]},
+            checkpoint_channels=channels,
+            args=args,
+        )

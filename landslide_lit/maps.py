@@ -6,7 +6,9 @@ and appends the rows no later window reaches to a spill file beside the output. 
 process writes each band of the map from there as soon as it is final, in a background
 thread, while it goes on predicting; under DDP the spill files are read back at the end,
 band by band, summed over the processes (an all-reduce) and rank 0 writes. The files are
-written under hidden names and renamed when complete:
+written under hidden names that carry the writer's process id and host
+(``.<name>.pid<PID>-<HOST>.<suffix>``) and renamed when complete; those a killed process
+left behind are removed by the next predict into the folder on that host:
 
 - ``<region>_landslide_probability.nc``: float32, compressed, on the cube's own y/x
   coordinates with its CRS (grid-mapping variable and attributes), NaN where the SAR
@@ -43,8 +45,14 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK as _NETCDF_LOCK
 
 from landslide_lit import __version__
-from landslide_lit.data.windows import WindowDataset, WindowPlan, read_raw_rows
+from landslide_lit.data.windows import (
+    WindowDataset,
+    WindowPlan,
+    read_raw_rows,
+    remove_stale_composites,
+)
 from landslide_lit.module import BinnedAveragePrecision
+from landslide_lit.owners import owner_tag, remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,8 @@ MERGE_PIXELS = 1 << 22
 """Pixels per band when the spill files are merged and written (16 MiB of float32)."""
 QUICKLOOK_PIXELS = 1024
 """Longest side of the quicklook's image, in map pixels."""
+PARTIAL_GLOB = ".*.pid*-*.*"
+"""Hidden spill and partial map files of a process (its owner tag in the name)."""
 
 
 def default_formats() -> list[Format]:
@@ -101,12 +111,16 @@ class ProbabilityMapWriter(BasePredictionWriter):
         # trainer.log_dir is a collective under DDP: every rank asks
         self._folder = Path(self.output_dir or Path(trainer.log_dir or ".") / "predictions")
         self._folder.mkdir(parents=True, exist_ok=True)
+        # what killed predicts of this host left behind
+        remove_stale(self._folder, PARTIAL_GLOB)
+        remove_stale_composites()
         self._spills, self._followers = {}, {}
 
     def _spill(self, trainer: L.Trainer, dataloader_idx: int) -> _Spill:
         if dataloader_idx not in self._spills:
             windows = _windows(trainer, dataloader_idx)
-            stem = self._folder / f".{windows.region.name}.rank{trainer.global_rank}.partial"
+            name = f".{windows.region.name}.rank{trainer.global_rank}.{owner_tag()}.partial"
+            stem = self._folder / name
             spill = self._spills[dataloader_idx] = _Spill(windows.plan, stem)
             if trainer.world_size == 1:  # the rows no later window reaches are final
                 files = self._files(trainer, windows)
@@ -198,7 +212,7 @@ class _MapFiles:
     ) -> None:
         self.region, self.attrs = windows.region.name, attrs
         self.stem = folder / f"{self.region}_landslide_probability"
-        self.partial = folder / f".{self.region}_landslide_probability.partial"
+        self.partial = folder / f".{self.region}_landslide_probability.{owner_tag()}.partial"
         sinks = {"netcdf": _NetCDF, "zarr": _Zarr, "geotiff": _GeoTiff}
         self.sinks: list[Any] = [sinks[f](self.partial, windows, attrs) for f in writer.formats]
         self.look = _Quicklook(windows.plan) if writer.quicklook else None

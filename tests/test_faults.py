@@ -13,7 +13,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +23,21 @@ import pytest
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from landslide_lit.checkpointing import AtomicCheckpointIO, last_checkpoint, resume_checkpoint
+from landslide_lit.checkpointing import (
+    RANK_VARIABLES,
+    RUN_FOLDER_VARIABLE,
+    AtomicCheckpointIO,
+    Interrupted,
+    command_guard,
+    last_checkpoint,
+    reserve_run_version,
+    reserve_version,
+    resume_checkpoint,
+)
 from landslide_lit.cli import main, run
+from landslide_lit.errors import LandslideLitError
 from tests.conftest import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,18 +79,25 @@ class PauseAtStep(Callback):
             time.sleep(0.02)
 
 
-def _start(workdir: Path, root: str, *extra: str) -> subprocess.Popen:
+def _fit_command(root: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "landslide_lit", "fit", f"--data.root={root}", *FIT, *extra]
+
+
+def _in(workdir: Path) -> dict[str, object]:
+    """Popen arguments: run in ``workdir`` with this checkout, output read as text."""
     workdir.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "landslide_lit", "fit", f"--data.root={root}", *FIT, *extra]
-    return subprocess.Popen(
-        [*command, "--ckpt_path", "last"],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return {
+        "cwd": workdir,
+        "env": env,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.STDOUT,
+        "text": True,
+    }
+
+
+def _start(workdir: Path, root: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([*_fit_command(root, *extra), "--ckpt_path", "last"], **_in(workdir))
 
 
 def _output(process: subprocess.Popen) -> str:
@@ -95,7 +116,7 @@ def _finish(process: subprocess.Popen) -> str:
 
 
 @dataclass
-class Interrupted:
+class InterruptedFit:
     """A fit stopped by a signal at PAUSE_STEP, and its resumption."""
 
     returncode: int
@@ -150,7 +171,7 @@ def fault_runs(synthetic_root, tmp_path_factory) -> dict[str, object]:
         resumed[name] = _start(base / name, synthetic_root, *SCENARIOS[name][1])
     runs["reference"] = (base / "reference", _finish(reference))
     for name, process in resumed.items():
-        runs[name] = Interrupted(*runs[name], _finish(process), base / name)
+        runs[name] = InterruptedFit(*runs[name], _finish(process), base / name)
     return runs
 
 
@@ -161,8 +182,13 @@ def _weights(workdir: Path) -> dict[str, torch.Tensor]:
 
 def _metrics(workdir: Path) -> dict[tuple[int, str], float]:
     """(epoch, key) -> value of every value logged in the run's metrics.csv."""
-    (path,) = workdir.glob("runs/landslide/version_*/metrics.csv")
-    with path.open(newline="") as file:
+    (run,) = workdir.glob("runs/landslide/version_*")
+    return _metrics_of(run)
+
+
+def _metrics_of(run: Path) -> dict[tuple[int, str], float]:
+    """(epoch, key) -> value of every value logged in ``run``'s metrics.csv."""
+    with (run / "metrics.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
     return {
         (int(row["epoch"]), key): float(value)
@@ -172,7 +198,7 @@ def _metrics(workdir: Path) -> dict[tuple[int, str], float]:
     }
 
 
-def _assert_resumed(run: Interrupted, reference_dir: Path) -> None:
+def _assert_resumed(run: InterruptedFit, reference_dir: Path) -> None:
     """The fit resumed from its checkpoint, in its own folder, to the uninterrupted result."""
     stopped = run.checkpoint_at_stop
     batches_done = stopped["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]
@@ -210,8 +236,16 @@ def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_result(fault_runs):
 
 def test_sigterm_mid_epoch_saves_last_and_resumes_to_the_uninterrupted_result(fault_runs):
     run = fault_runs["sigterm"]
-    assert run.returncode == 0, run.stopped_output[-3000:]  # Lightning exits cleanly
-    assert "SIGTERM: saved" in run.stopped_output
+    # exit status 128 + SIGTERM (Lightning's own is 0): `fit && test` stops here
+    assert run.returncode == 143, run.stopped_output[-3000:]
+    saved = run.stopped_checkpoint.relative_to(run.workdir)
+    message = (
+        f"error: fit stopped by SIGTERM in epoch 1 after batch 2 of it (global step 7); "
+        f"saved {saved}; resume with the same `landslide-lit fit` command and "
+        "`--ckpt_path last`"
+    )
+    assert run.stopped_output.count("error: ") == 1 and message in run.stopped_output
+    assert "Traceback" not in run.stopped_output
     assert run.checkpoint_at_stop["global_step"] == PAUSE_STEP  # the batch it was in finished
     _assert_resumed(run, fault_runs["reference"][0])
 
@@ -337,3 +371,125 @@ def test_same_seed_and_config_give_identical_runs(
     assert _metrics(first) == _metrics(second) and len(_metrics(first)) > 10
     weights = _weights(second)
     assert all(torch.equal(value, weights[key]) for key, value in _weights(first).items())
+
+
+def test_sigterm_stops_every_ddp_rank_with_exit_status_143(synthetic_root, tmp_path):
+    """Lightning's launcher passes the SIGTERM on to the other rank; each saves its share
+    of ``last.ckpt`` (a collective) and ends with the same error."""
+    marker = tmp_path / "paused"
+    pause = {
+        "class_path": f"{__name__}.PauseAtStep",
+        "init_args": {"step": 2, "marker": str(marker)},
+    }
+    ddp = ["--trainer.strategy=ddp", "--trainer.accelerator=cpu", "--trainer.devices=2"]
+    ddp.append("--data.keep=valid")  # a validation chip for each rank
+    process = _start(
+        tmp_path / "ddp", synthetic_root, *ddp, "--trainer.callbacks+=" + json.dumps(pause)
+    )
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the fit never paused:\n{process.communicate()[0][-3000:]}")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output = _output(process)  # the pipe closes when both ranks have ended
+    assert process.returncode == 143, output[-3000:]
+    assert output.count("error: fit stopped by SIGTERM in epoch 0 after batch") == 2, output
+    assert "Traceback" not in output
+    (path,) = (tmp_path / "ddp").glob("runs/landslide/version_0/checkpoints/last.ckpt")
+    assert torch.load(path, map_location="cpu", weights_only=False)["global_step"] == 2
+
+
+def test_a_sigterm_outside_training_still_ends_the_command_non_zero():
+    """Without a word from CheckpointOnSigterm (a command without it) the status is 143 too."""
+    expected = pytest.raises(Interrupted, match="stopped by SIGTERM before it finished")
+    with expected as error, command_guard():
+        raise SIGTERMException
+    assert error.value.exit_code == 143 and isinstance(error.value, LandslideLitError)
+
+
+def test_runs_reserving_a_version_at_once_get_different_ones(tmp_path):
+    place = tmp_path / "runs" / "landslide"
+    (place / "version_3").mkdir(parents=True)
+    start = threading.Barrier(8)
+
+    def reserve(_: int) -> int:
+        start.wait()
+        return reserve_version(place)
+
+    with ThreadPoolExecutor(8) as pool:
+        versions = list(pool.map(reserve, range(8)))
+    assert sorted(versions) == list(range(4, 12))
+    assert {p.name for p in place.iterdir()} == {f"version_{n}" for n in range(3, 12)}
+
+
+def _trainer_config(tmp_path: Path) -> Namespace:
+    loggers = [
+        ("lightning.pytorch.loggers.TensorBoardLogger", "runs"),
+        ("landslide_lit.checkpointing.ResumableCSVLogger", "runs"),
+    ]
+    return Namespace(
+        logger=[
+            Namespace(
+                class_path=path,
+                init_args=Namespace(save_dir=str(tmp_path / d), name="landslide", version=None),
+            )
+            for path, d in loggers
+        ]
+    )
+
+
+def test_only_the_first_rank_reserves_and_the_launched_ranks_take_its_version(
+    tmp_path, monkeypatch
+):
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(RUN_FOLDER_VARIABLE, raising=False)
+    (tmp_path / "runs" / "landslide" / "version_0").mkdir(parents=True)
+    rank_zero = _trainer_config(tmp_path)
+    reserve_run_version(rank_zero)
+    assert [logger.init_args.version for logger in rank_zero.logger] == [1, 1]
+    assert os.environ[RUN_FOLDER_VARIABLE] == str(tmp_path / "runs/landslide/version_1")
+    # a rank started by Lightning's launcher: rank 0's version, nothing created
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    launched = _trainer_config(tmp_path)
+    reserve_run_version(launched)
+    assert [logger.init_args.version for logger in launched.logger] == [1, 1]
+    # a rank started by srun without that word from rank 0: nothing pinned, nothing created
+    monkeypatch.delenv(RUN_FOLDER_VARIABLE)
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    alone = _trainer_config(tmp_path)
+    reserve_run_version(alone)
+    assert [logger.init_args.version for logger in alone.logger] == [None, None]
+    assert sorted(p.name for p in (tmp_path / "runs/landslide").iterdir()) == [
+        "version_0",
+        "version_1",
+    ]
+
+
+def test_a_command_that_fails_before_writing_gives_its_run_folder_back(tmp_path, monkeypatch):
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="bad data"), command_guard():
+        reserve_run_version(_trainer_config(tmp_path))
+        assert (tmp_path / "runs/landslide/version_0").is_dir()
+        raise ValueError("bad data")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_fits_started_together_in_one_folder_keep_apart(synthetic_root, tmp_path):
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+    processes = [subprocess.Popen(_fit_command(synthetic_root, *short), **_in(tmp_path))]
+    processes.append(subprocess.Popen(_fit_command(synthetic_root, *short), **_in(tmp_path)))
+    for process in processes:
+        _finish(process)
+    folders = sorted((tmp_path / "runs" / "landslide").iterdir())
+    assert [folder.name for folder in folders] == ["version_0", "version_1"]
+    for folder in folders:
+        checkpoint = torch.load(folder / "checkpoints/last.ckpt", weights_only=False)
+        written_to = {state.get("dirpath") for state in checkpoint["callbacks"].values()}
+        assert written_to == {f"runs/landslide/{folder.name}/checkpoints"}
+        assert checkpoint["global_step"] == 2
+        assert {epoch for epoch, key in _metrics_of(folder) if key == "val/auprc"} == {0}
+        assert len(list(folder.glob("events.out.tfevents.*"))) == 1

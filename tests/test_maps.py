@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tempfile
 from argparse import Namespace
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from landslide_lit.data.synthetic import write_synthetic_cube
 from landslide_lit.data.windows import WindowPlan
 from landslide_lit.maps import ProbabilityMapWriter
 from landslide_lit.module import LandslideSegmenter
+from landslide_lit.owners import owner_tag
 from landslide_lit.regions import get_region
 
 TINY = {
@@ -345,3 +349,49 @@ def test_a_failure_to_write_the_map_stops_predict(cube_root, tmp_path, small_ban
         predict(constant_model(dm.channel_names), dm, tmp_path, formats=["netcdf"])
     assert isinstance(error.value.__cause__, OSError)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture()
+def dead_and_live_pids():
+    """The id of a process that has ended and of one that is running."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield ended.pid, running.pid
+    running.kill()
+    running.wait()
+
+
+def test_predict_removes_what_ended_processes_of_this_host_left(
+    cube_root, tmp_path, monkeypatch, dead_and_live_pids
+):
+    """Partial maps, spill files and kept composites of a killed predict are removed by
+    the next one; those of a running process, or of another host, stay."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    dead, live = dead_and_live_pids
+    tags = {"dead": owner_tag(dead), "live": owner_tag(live), "other": f"pid{dead}-elsewhere"}
+    made = {}
+    for owner, tag in tags.items():
+        made[owner] = [
+            folder / f".talakmau_landslide_probability.{tag}.nc",
+            folder / f".talakmau.rank1.{tag}.sum",
+            folder / f".talakmau_landslide_probability.{tag}.zarr",
+            temporary / f"landslide-lit-talakmau-composite-{tag}-x1y2z3",
+        ]
+        for path in made[owner]:
+            if path.suffix == ".zarr" or path.parent == temporary:
+                path.mkdir()
+                (path / "data").write_bytes(b"partial")
+            else:
+                path.write_bytes(b"partial")
+    dm = datamodule(cube_root)
+    stem = predict(constant_model(dm.channel_names), dm, folder, formats=["netcdf"])
+    assert stem.with_suffix(".nc").is_file()
+    assert not any(path.exists() for path in made["dead"])
+    assert all(path.exists() for path in made["live"] + made["other"])
+    hidden = {p.name for p in folder.glob(".*")}
+    assert hidden == {p.name for p in made["live"] + made["other"] if p.parent == folder}

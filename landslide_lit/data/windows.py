@@ -39,10 +39,13 @@ from landslide_lit.data.composite import (
     composite_attrs,
 )
 from landslide_lit.data.cube import CubeError, open_cube
+from landslide_lit.owners import owner_tag, remove_stale
 from landslide_lit.regions import Region
 
 log = logging.getLogger(__name__)
 
+COMPOSITE_PREFIX = "landslide-lit-"
+"""Start of the names of the kept composites' folders in ``TMPDIR``."""
 BAND_ROWS = 512
 """Rows a band of windows aims at (one zarr chunk row of the published and synthetic
 cubes); a band is never shorter than one window."""
@@ -158,12 +161,14 @@ class CompositeStore:
     (``landslides > 0``). Rows are appended top to bottom and read with plain file reads
     (no memory map), so memory holds only the rows asked for. The folder is removed by
     :meth:`remove`, or when the process that made it exits; copies sent to loader workers
-    only read.
+    only read. Its name carries the owner's process id and host, so that the folders of a
+    killed process are removed by the next store made on that host (:func:`remove_stale`).
     """
 
     def __init__(self, region: str, channels: int, width: int, labels: bool) -> None:
         self.channels, self.width, self.labels, self.rows = channels, width, labels, 0
-        self.folder = Path(tempfile.mkdtemp(prefix=f"landslide-lit-{region}-composite-"))
+        prefix = f"{COMPOSITE_PREFIX}{region}-composite-{owner_tag()}-"
+        self.folder = Path(tempfile.mkdtemp(prefix=prefix))
         self._remove = weakref.finalize(self, _remove_folder, self.folder, os.getpid())
 
     @staticmethod
@@ -197,6 +202,11 @@ class CompositeStore:
     def remove(self) -> None:
         if self._remove is not None:
             self._remove()
+
+
+def remove_stale_composites() -> list[Path]:
+    """Remove the kept composites in ``TMPDIR`` of ended processes of this host."""
+    return remove_stale(Path(tempfile.gettempdir()), f"{COMPOSITE_PREFIX}*-composite-pid*")
 
 
 def read_raw_rows(
@@ -358,6 +368,7 @@ class WindowDataset(Dataset):
         plan, channels = self.plan, len(self.channels)
         need = CompositeStore.bytes_needed(channels, plan.height, plan.width, self.has_labels)
         folder = tempfile.gettempdir()
+        remove_stale_composites()  # their room counts
         free = shutil.disk_usage(folder).free
         if need + 2**30 > free:
             log.warning(
