@@ -644,6 +644,10 @@ class LandslideDataModule(L.LightningDataModule):
             ]
         if stage == "predict":
             self._datasets["predict"] = [self._windows(r) for r in self._eval_regions("predict")]
+            for region, windows in zip(
+                self._eval_regions("predict"), self._datasets["predict"], strict=True
+            ):
+                self._stream_stats(region, windows)
 
     def _windows(self, region: Region) -> WindowDataset:
         """Every ``chip_size`` window of ``region``, ``predict_overlap`` apart, read by bands."""
@@ -659,31 +663,19 @@ class LandslideDataModule(L.LightningDataModule):
     def _stream_stats(self, region: Region, windows: WindowDataset) -> None:
         """Ready the statistics that standardise ``region`` (predicted as ``windows``).
 
-        Called for the predict loaders, after Lightning restored the checkpoint. With
-        ``norm_stats: train`` they are the checkpoint's: predict never reads the train
-        region's cube (only the train region itself may be standardised without them).
-        Others are streamed over the cube band by band: the values of
-        :meth:`ChannelStats.of` over the whole composite, without holding it; the
+        Statistics that do not come from a checkpoint (``norm_stats: region``, or the
+        train region's own) are streamed over the cube band by band: the values of
+        :meth:`ChannelStats.of` over the whole composite, without holding it. The
         composite is kept on disk for the windows (see :class:`CompositeStore`) instead
-        of being made twice.
+        of being made twice. Another region's ``norm_stats: train`` statistics come from
+        the checkpoint, restored after ``setup`` (see :meth:`predict_dataloader`).
         """
-        if self.norm_stats == "train":
-            if self.checkpoint_train_stats is not None:
-                return
-            if region.name != self.train_region.name:
-                raise ConfigError(
-                    f"predict with --data.norm_stats train standardises {region.name!r} with "
-                    f"the train region {self.train_region.name!r}'s statistics, which come "
-                    "from the checkpoint, and this one holds none. Predict with a checkpoint "
-                    "written by `landslide-lit fit` (--ckpt_path); predict never reads the "
-                    "train region's cube"
-                )
-        if region.name in self.stats:
-            return
-        mean, std = windows.moments(keep=True)
-        self.stats[region.name] = ChannelStats.from_moments(
-            mean, std, self.channel_names, region.name
-        )
+        own = self.norm_stats == "region" or region.name == self.train_region.name
+        if own and region.name not in self.stats:
+            mean, std = windows.moments(keep=True)
+            self.stats[region.name] = ChannelStats.from_moments(
+                mean, std, self.channel_names, region.name
+            )
 
     def teardown(self, stage: str) -> None:
         if stage == "predict":
@@ -731,11 +723,24 @@ class LandslideDataModule(L.LightningDataModule):
         return [self._loader(d) for d in self._datasets["test"]]
 
     def predict_dataloader(self) -> list[DataLoader]:
-        for region, windows in zip(
-            self._eval_regions("predict"), self._datasets["predict"], strict=True
-        ):
-            self._stream_stats(region, windows)
+        """The windows' loaders; asked for after Lightning restored the checkpoint."""
+        self._require_checkpoint_stats()
         return [self._loader(d) for d in self._datasets["predict"]]
+
+    def _require_checkpoint_stats(self) -> None:
+        """``norm_stats: train`` needs the checkpoint's statistics: predict never reads the
+        train region's cube to make them."""
+        if self.norm_stats != "train" or self.checkpoint_train_stats is not None:
+            return
+        for region in self._eval_regions("predict"):
+            if region.name != self.train_region.name:
+                raise ConfigError(
+                    f"predict with --data.norm_stats train standardises {region.name!r} with "
+                    f"the train region {self.train_region.name!r}'s statistics, which come "
+                    "from the checkpoint, and this one holds none. Predict with a checkpoint "
+                    "written by `landslide-lit fit` (--ckpt_path); predict never reads the "
+                    "train region's cube"
+                )
 
     # -- on the device ------------------------------------------------------
 
