@@ -294,14 +294,14 @@ def load_region_file(path: str | os.PathLike) -> Region:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{where} cannot be read as YAML: {error}") from None
     region = region_from_mapping(content, where)
-    cube = path.parent / Path(region.cube).expanduser()  # an absolute cube stays as it is
+    cube = (path.parent / Path(region.cube).expanduser()).resolve()  # absolute stays
     if not cube.exists():
         raise ConfigError(
             f"{where}: region {region.name!r}: cube {region.cube!r} resolves to {cube}, "
             "which does not exist; a relative cube in a region file is relative to the "
             "file's folder: give the right path, or an absolute one"
         )
-    return dataclasses.replace(region, cube=str(cube.resolve()))
+    return dataclasses.replace(region, cube=str(cube))
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

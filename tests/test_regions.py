@@ -91,3 +91,19 @@ def test_a_bad_region_file_is_one_error_naming_it(tmp_path, text, message):
 def test_an_unknown_name_suggests_the_closest_and_region_files():
     with pytest.raises(ConfigError, match=r"'hokaido' \(did you mean 'hokkaido'\?\).*YAML file"):
         get_region("hokaido", "--region")
+
+
+def test_the_command_line_hands_a_region_file_over_as_a_path(tmp_path, capsys):
+    """jsonargparse reads a YAML path given for a dataclass into a mapping, losing the
+    folder its cube is relative to: the region options take the path itself."""
+    import yaml
+
+    from landslide_lit.cli import run
+
+    (tmp_path / "e.zarr").mkdir()
+    path = write_region_file(
+        tmp_path, "name: e\ncube: e.zarr\nevent_start: 2024-01-01\nevent_end: 2024-01-02\n"
+    )
+    with pytest.raises(SystemExit):
+        run(["fit", "--data.test_region", str(path), "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["test_region"] == str(path)

@@ -268,8 +268,8 @@ class LandslideDataModule(L.LightningDataModule):
     Args:
         train_region: region trained on (validation comes from it too): a
             built-in name (hokkaido, talakmau, kaikoura, puerto_rico), a
-            mapping with name, cube, event_start, event_end, orbit, or the path
-            of a YAML file holding such a mapping.
+            mapping with name, cube, event_start, event_end, orbit, the path
+            of a YAML file holding such a mapping, or a :class:`Region`.
         test_region: region tested and mapped. When it is the train region,
             testing uses the train region's held-out test split.
         validate_region: region scored by ``validate`` (default: the train
@@ -310,9 +310,11 @@ class LandslideDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        train_region: str | dict[str, Any] | Region = "hokkaido",
-        test_region: str | dict[str, Any] | Region = "talakmau",
-        validate_region: str | dict[str, Any] | Region | None = None,
+        # Not annotated with Region (accepted too): jsonargparse would read a region YAML
+        # file given as a path into a mapping, losing the folder its cube is relative to.
+        train_region: str | dict[str, Any] = "hokkaido",
+        test_region: str | dict[str, Any] = "talakmau",
+        validate_region: str | dict[str, Any] | None = None,
         root: str | None = None,
         synthetic: bool = False,
         channels: str | list[str] = "sar",
