@@ -232,20 +232,34 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def cache_main(args: list[str]) -> None:
-    """`landslide-lit cache clear`: remove the prepared chips cached under a data root."""
-    from landslide_lit.data.cache import ChipCache
+    """`landslide-lit cache clear`: remove the prepared chips of the chip cache.
+
+    Without ``--cache-dir`` both places a run may have used are emptied: the data root's
+    ``.chip_cache`` and the per-user folder a read-only data root falls back to.
+    """
+    from landslide_lit.data.cache import CACHE_DIR, ChipCache, user_cache_dir
+    from landslide_lit.regions import data_root
 
     parser = argparse.ArgumentParser(
         prog="landslide-lit cache",
-        description="Manage the chip cache (<data root>/.chip_cache).",
+        description=f"Manage the chip cache (<data root>/{CACHE_DIR}, else {user_cache_dir()}).",
     )
     parser.add_argument("action", choices=("clear",))
     parser.add_argument(
         "--root", default=None, help="data root (default: $LANDSLIDE_LIT_DATA or ./data)"
     )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="clear this folder only (what --data.cache_dir named)",
+    )
     options = parser.parse_args(args)
-    cache = ChipCache.under(options.root)
-    print(f"removed {cache.clear()} cache entries from {cache.root}")
+    if options.cache_dir is not None:
+        folders = [Path(options.cache_dir).expanduser()]
+    else:
+        folders = [data_root(options.root) / CACHE_DIR, user_cache_dir()]
+    for folder in folders:
+        print(f"removed {ChipCache(folder).clear()} cache entries from {folder}")
 
 
 def _configure_logging() -> None:

@@ -371,10 +371,19 @@ def _evaluation_options(args: list[str]) -> list[str]:
 
 
 def _require_cubes(regions: Sequence[str], setup: Setup) -> None:
-    """Without --synthetic every region needs its real cube: one error naming all missing."""
-    if setup.synthetic:
-        return
+    """Every region needs its cube: a missing synthetic one is generated here (only `fit`
+    generates, and a transfer evaluates regions its fit did not use); a missing real one
+    is one error naming all missing."""
     from landslide_lit.data.cube import existing_cube
+
+    if setup.synthetic:
+        from landslide_lit.data.synthetic import write_synthetic_cube
+
+        for region in regions:
+            if existing_cube(get_region(region), setup.root, synthetic=True) is None:
+                _progress(f"generating a synthetic {region} cube under {setup.root}")
+                write_synthetic_cube(region, root=setup.root)
+        return
 
     missing = [
         get_region(r).cube_path(setup.root)

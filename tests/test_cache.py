@@ -21,6 +21,7 @@ from landslide_lit.data.cache import ChipCache, clear_cache, cube_fingerprint
 from landslide_lit.data.chips import Chips
 from landslide_lit.data.composite import CompositeSettings
 from landslide_lit.data.datamodule import ChannelStats
+from landslide_lit.errors import ConfigError
 from landslide_lit.regions import CubeNames, Region, get_region
 
 CHANNELS = ("vv_before", "vh_before", "vv_after")
@@ -417,3 +418,51 @@ def test_entries_follow_the_umask(cache, cube):
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o755
     assert (path / "images.npy").stat().st_mode & 0o777 == 0o644
+
+
+def test_the_cache_lives_in_the_data_root_else_the_user_folder(tmp_path, monkeypatch):
+    from landslide_lit.data.cache import cache_place, user_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert user_cache_dir() == tmp_path / "xdg" / "landslide-lit" / "chip_cache"
+    assert cache_place(tmp_path) == (ChipCache(tmp_path / ".chip_cache"), None)
+    assert cache_place(tmp_path, tmp_path / "a" / "b") == (ChipCache(tmp_path / "a" / "b"), None)
+    # root ignores permission bits: make the check say what a chmod 0555 root says to a user
+    monkeypatch.setattr(cache_module, "_writable", lambda folder: folder != tmp_path)
+    assert cache_place(tmp_path) == (
+        ChipCache(user_cache_dir()),
+        f"the data root {tmp_path} is read-only",
+    )
+    cache, reason = cache_place(tmp_path / "missing")
+    assert cache.root == user_cache_dir() and reason.endswith("missing does not exist")
+    with pytest.raises(ConfigError, match=r"--data.cache_dir .*/a/b: .* is read-only"):
+        cache_place(None, tmp_path / "a" / "b")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_cache_dir() == tmp_path / "home" / ".cache" / "landslide-lit" / "chip_cache"
+
+
+def test_cache_clear_empties_the_data_root_and_user_caches(tmp_path, cube, monkeypatch, capsys):
+    from landslide_lit.cli import cache_main
+    from landslide_lit.data.cache import user_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for folder in (tmp_path / ".chip_cache", user_cache_dir(), tmp_path / "mine"):
+        ChipCache(folder).save(key_of(cube), make_chips(), STATS, {})
+    cache_main(["clear", "--cache-dir", str(tmp_path / "mine")])
+    assert capsys.readouterr().out == f"removed 1 cache entries from {tmp_path / 'mine'}\n"
+    cache_main(["clear", "--root", str(tmp_path)])
+    assert capsys.readouterr().out.splitlines() == [
+        f"removed 1 cache entries from {tmp_path / '.chip_cache'}",
+        f"removed 1 cache entries from {user_cache_dir()}",
+    ]
+
+
+def test_an_entry_that_cannot_be_removed_is_left_without_a_traceback(cache, cube, monkeypatch):
+    cache.save(key_of(cube), make_chips(), STATS, {})
+
+    def refuse(source, target):
+        raise PermissionError(13, "Permission denied", str(source))
+
+    monkeypatch.setattr(cache_module.os, "rename", refuse)
+    assert cache.clear() == 0

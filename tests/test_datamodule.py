@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 
 from landslide_lit.augment import SarAugmentation
 from landslide_lit.data.composite import CompositeSettings
+from landslide_lit.data.cube import CubeError
 from landslide_lit.data.datamodule import LandslideDataModule
+from landslide_lit.errors import ConfigError
+from tests.cubes import hand_cube
 
 
 def make_datamodule(root: str, **kwargs) -> LandslideDataModule:
@@ -158,3 +164,291 @@ def test_channel_stats_are_numpys_nanmean_and_nanstd_to_the_bit(monkeypatch):
                 np.nanstd(image[c : c + 1], axis=(1, 2), dtype=np.float64)[0]
             )
         assert (stats.mean[1], stats.std[1], stats.mean[2], stats.std[2]) == (0.0, 1.0, 3.0, 1.0)
+
+
+# -- options, regions and cubes that cannot be used: one clear error each ----------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"stride": 0}, r"--data.stride=0: must be a whole number >= 1"),
+        ({"chip_size": 0}, r"--data.chip_size=0: must be a whole number >= 1"),
+        ({"chip_size": -8}, r"--data.chip_size=-8"),
+        ({"chip_size": 16, "predict_overlap": 16}, r"predict_overlap=16: must be in \[0, "),
+        ({"batch_size": 0}, r"--data.batch_size=0"),
+        ({"num_workers": -1}, r"--data.num_workers=-1: must be a whole number >= 0"),
+        ({"block_chips": 0}, r"--data.block_chips=0"),
+        ({"split_fractions": (0.7, 0.2, 0.2)}, r"--data.split_fractions=.*sum to 1"),
+        ({"split_fractions": (0.5, 0.5)}, r"--data.split_fractions=.*three fractions"),
+        ({"split_fractions": (1.2, -0.1, -0.1)}, r"--data.split_fractions=.*>= 0"),
+        ({"keep": "all"}, r"--data.keep='all': use one of positive, valid"),
+        ({"norm_stats": "global"}, r"--data.norm_stats='global'"),
+        ({"channels": "sar_dme"}, r"--data.channels='sar_dme': unknown preset"),
+    ],
+)
+def test_an_option_that_makes_no_sense_is_one_error_naming_it(options, message):
+    with pytest.raises(ConfigError, match=message):
+        LandslideDataModule(**options)
+
+
+def with_trainer(datamodule: LandslideDataModule, fn: TrainerFn) -> LandslideDataModule:
+    """What a Trainer running ``fn`` sets on its datamodule, without running one."""
+    datamodule.trainer = SimpleNamespace(
+        state=SimpleNamespace(fn=fn, stage=None), global_rank=0, world_size=1
+    )
+    return datamodule
+
+
+@pytest.fixture
+def generated(monkeypatch) -> list[str]:
+    """The regions whose synthetic cube the data module asks to generate (none is written)."""
+    from landslide_lit.data import synthetic
+
+    calls: list[str] = []
+    monkeypatch.setattr(synthetic, "write_synthetic_cube", lambda r, root: calls.append(r.name))
+    return calls
+
+
+@pytest.mark.parametrize("fn", [TrainerFn.VALIDATING, TrainerFn.TESTING, TrainerFn.PREDICTING])
+def test_only_fit_generates_synthetic_cubes(tmp_path, generated, fn):
+    dm = LandslideDataModule(root=str(tmp_path), synthetic=True, cache=False)
+    with_trainer(dm, fn)
+    stage = {TrainerFn.VALIDATING: "validate"}.get(fn, fn.value)
+    with pytest.raises(CubeError, match="no synthetic cube for region"):
+        dm.prepare_data()
+        dm.setup(stage)
+    assert generated == [] and list(tmp_path.iterdir()) == []
+    with_trainer(dm, TrainerFn.FITTING).prepare_data()
+    assert generated == ["hokkaido", "talakmau"]
+
+
+def own_region(folder: Path, labels: np.ndarray | None = None, size: int = 16, **cube) -> dict:
+    """A region of one's own (Hokkaido's dates) over a hand-built netCDF cube in ``folder``."""
+    ds = hand_cube(size, size, **cube)
+    if labels is None:
+        ds = ds.drop_vars("landslides")
+    else:
+        ds["landslides"] = (("y", "x"), labels.astype(np.float32))
+    path = folder / "mine.nc"
+    ds.to_netcdf(path)
+    return {
+        "name": "mine",
+        "cube": str(path),
+        "event_start": "2018-09-05",
+        "event_end": "2018-09-07",
+    }
+
+
+def test_a_region_with_its_own_cube_is_never_shadowed_by_a_synthetic_one(
+    tmp_path, generated, caplog
+):
+    labels = np.zeros((16, 16))
+    labels[:2, :3] = 1
+    mine = own_region(tmp_path, labels)
+    (tmp_path / "synthetic").mkdir()
+    hand_cube(16, 16).to_netcdf(tmp_path / "synthetic" / "mine.nc")  # must not be read
+    dm = with_trainer(
+        LandslideDataModule(
+            test_region=mine,
+            root=str(tmp_path),
+            synthetic=True,
+            chip_size=4,
+            predict_overlap=0,
+            cache=False,
+        ),
+        TrainerFn.FITTING,
+    )
+    with caplog.at_level(logging.INFO, logger="landslide_lit"):
+        dm.prepare_data()
+        assert dm._cube_path(dm.test_region) == Path(mine["cube"])
+        dm.chips(dm.test_region)
+    assert generated == ["hokkaido"]
+    assert caplog.text.count("a region of your own reads its own cube") == 1
+    assert f"built from {mine['cube']}" in caplog.text
+
+
+def test_evaluation_without_labels_points_to_predict(tmp_path):
+    for keep in ("positive", "valid"):
+        dm = LandslideDataModule(
+            test_region=own_region(tmp_path), chip_size=4, predict_overlap=0, keep=keep
+        )
+        with pytest.raises(
+            CubeError,
+            match=r"no landslide labels \(no 'landslides' variable.*"
+            r"landslide-lit predict --region",
+        ):
+            dm.setup("test")
+
+
+def edge_only() -> np.ndarray:
+    labels = np.zeros((10, 10))
+    labels[9, 9] = 1  # the 4-pixel grid covers rows and columns 0..7 only
+    return labels
+
+
+@pytest.mark.parametrize(
+    ("labels", "size", "message"),
+    [
+        (np.zeros((16, 16)), 16, r"no landslide pixel: its landslide labels are all 0"),
+        (np.full((16, 16), np.nan), 16, r"no labelled pixel: its landslide labels are all NaN"),
+        (edge_only(), 10, r"its 1 landslide pixels all lie in the edge strips"),
+        (np.ones((3, 3)), 3, r"is 3 x 3 pixels, smaller than one 4 x 4 chip.*--data.chip_size"),
+    ],
+)
+def test_a_region_without_positive_chips_says_why(tmp_path, labels, size, message):
+    dm = LandslideDataModule(
+        test_region=own_region(tmp_path, labels, size), chip_size=4, predict_overlap=0
+    )
+    with pytest.raises(CubeError, match=message):
+        dm.setup("test")
+
+
+def test_an_empty_split_names_the_fractions_and_counts(tmp_path):
+    labels = np.zeros((16, 16))
+    labels[:2, :3] = 1  # one positive chip of 4 pixels
+    dm = LandslideDataModule(
+        train_region=own_region(tmp_path, labels), chip_size=4, predict_overlap=0, cache=False
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"the train split of region 'mine' is empty: its 1 positive chips split random "
+        r"by --data.split_fractions \[0.7, 0.2, 0.1\] give train 0, val 0, test 1",
+    ):
+        dm.setup("fit")
+
+
+def test_predict_never_reads_the_train_regions_cube(synthetic_root):
+    # kaikoura has no cube here: predict must not need it
+    dm = make_datamodule(synthetic_root, norm_stats="train", train_region="kaikoura")
+    with_trainer(dm, TrainerFn.PREDICTING).prepare_data()
+    dm.setup("predict")
+    with pytest.raises(ConfigError, match="needs|statistics, which come from the checkpoint"):
+        dm.predict_dataloader()
+    # the checkpoint, restored after setup, brings them
+    stats = {"mean": [0.0] * 7, "std": [1.0] * 7}
+    dm.load_state_dict({"channels": list(dm.channel_names), "train_stats": stats})
+    dm.predict_dataloader()
+    assert dm.region_stats(dm.test_region).mean == (0.0,) * 7
+    dm.teardown("predict")
+
+
+# -- the data root: checked where used, never created (but by fit --data.synthetic) ------
+
+
+def test_a_wrong_data_root_is_one_error_naming_it_and_nothing_is_created(tmp_path):
+    store = tmp_path / "hokkaido_japan.zarr"
+    store.mkdir()
+    (store / ".zgroup").write_text('{"zarr_format": 2}')
+    file = tmp_path / "notes.txt"
+    file.write_text("not a folder")
+    cases = {
+        tmp_path / "dat": "does not exist. Check it for a typo",
+        file: "is a file, not a folder",
+        store: f"is a datacube itself.*give its folder \\(--data.root {tmp_path}\\)",
+    }
+    for root, problem in cases.items():
+        for fn, stage in [(TrainerFn.TESTING, "test"), (TrainerFn.PREDICTING, "predict")]:
+            dm = with_trainer(LandslideDataModule(root=str(root)), fn)
+            with pytest.raises(ConfigError, match=f"the data root --data.root {root} {problem}"):
+                dm.prepare_data()
+                dm.setup(stage)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hokkaido_japan.zarr", "notes.txt"]
+    assert [p.name for p in store.iterdir()] == [".zgroup"]
+
+
+def test_the_data_root_says_where_it_came_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dm = LandslideDataModule()
+    with pytest.raises(ConfigError, match=r"the default data root ./data \(in .*set --data.root"):
+        dm.setup("test")
+    monkeypatch.setenv("LANDSLIDE_LIT_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"\$LANDSLIDE_LIT_DATA=.*nowhere does not exist"):
+        dm.setup("test")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_with_synthetic_cubes_may_generate_into_a_new_data_root(tmp_path, generated):
+    dm = LandslideDataModule(root=str(tmp_path / "new"), synthetic=True, cache=False)
+    with_trainer(dm, TrainerFn.FITTING).prepare_data()
+    assert generated == ["hokkaido", "talakmau"]
+
+
+# -- the chip cache: in the data root, else the per-user folder, else --data.cache_dir -----
+
+
+def root_with_cubes(synthetic_root: str, folder: Path) -> Path:
+    """A fresh data root whose synthetic cubes are the session's (no chip cache yet)."""
+    root = folder / "root"
+    root.mkdir()
+    (root / "synthetic").symlink_to(Path(synthetic_root) / "synthetic")
+    return root
+
+
+def chips_with_log(root: Path, caplog, **options) -> str:
+    """Chips of both regions; the log."""
+    with caplog.at_level(logging.INFO, logger="landslide_lit"):
+        dm = make_datamodule(str(root), **options)
+        dm.chips(dm.train_region)
+        dm.chips(dm.test_region)
+    return caplog.text
+
+
+def test_a_read_only_data_root_puts_the_chip_cache_in_the_user_folder(
+    synthetic_root, tmp_path, monkeypatch, caplog
+):
+    from landslide_lit.data import cache
+
+    root = root_with_cubes(synthetic_root, tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    # root ignores permission bits: the data root is read-only as far as the check tells
+    monkeypatch.setattr(cache, "_writable", lambda folder: not folder.is_relative_to(root))
+    log = chips_with_log(root, caplog)
+    assert log.count("chip cache in") == 1
+    assert f"chip cache in {tmp_path}/xdg/landslide-lit/chip_cache: the data root {root} is " in log
+    assert len(list((tmp_path / "xdg" / "landslide-lit" / "chip_cache").iterdir())) == 2
+    assert [p.name for p in root.iterdir()] == ["synthetic"]
+
+
+@pytest.fixture
+def read_only_root(synthetic_root, tmp_path):
+    """A data root bind-mounted read-only onto itself (Linux, as root; skipped elsewhere)."""
+    root = root_with_cubes(synthetic_root, tmp_path)
+    mounted = (
+        os.name == "posix"
+        and os.geteuid() == 0
+        and shutil.which("mount") is not None
+        and subprocess.run(
+            ["mount", "--bind", "-o", "ro", root, root], capture_output=True
+        ).returncode
+        == 0
+    )
+    if not mounted:
+        pytest.skip("cannot bind-mount a folder read-only here")
+    try:
+        if os.access(root, os.W_OK):
+            pytest.skip("the read-only bind mount is writable")
+        yield root
+    finally:
+        subprocess.run(["umount", root], check=True)
+
+
+def test_a_data_root_on_a_read_only_mount_is_never_written(
+    read_only_root, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    log = chips_with_log(read_only_root, caplog)
+    assert log.count(f"the data root {read_only_root} is read-only") == 1
+    assert len(list((tmp_path / "xdg" / "landslide-lit" / "chip_cache").iterdir())) == 2
+    assert [p.name for p in read_only_root.iterdir()] == ["synthetic"]
+
+
+def test_the_cache_dir_option_places_the_chip_cache(synthetic_root, tmp_path, caplog):
+    root = root_with_cubes(synthetic_root, tmp_path)
+    log = chips_with_log(root, caplog, cache_dir=str(tmp_path / "mine"))
+    assert "chip cache in" not in log
+    assert len(list((tmp_path / "mine").iterdir())) == 2
+    assert [p.name for p in root.iterdir()] == ["synthetic"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"--data.cache_dir .*file/cache: .*file is a file"):
+        chips_with_log(root, caplog, cache_dir=str(tmp_path / "file" / "cache"))

@@ -13,9 +13,14 @@ named by a digest of every input that determines it (see :meth:`ChipCache.key`):
         origins.npy     (N, 2) int64
         grid_0.npy ...  the numpy arrays of grid_info
 
+Where it lives (:func:`cache_place`): ``--data.cache_dir`` when given, else
+``<data root>/.chip_cache``, else (a read-only or missing data root, as shared datasets on
+clusters are) the per-user folder ``$XDG_CACHE_HOME/landslide-lit/chip_cache`` (else
+``~/.cache/landslide-lit/chip_cache``). Nothing is written anywhere else.
+
 Use::
 
-    cache = ChipCache.under(data_root)
+    cache, reason = cache_place(data_root, cache_dir)  # reason: why not under the data root
     key = cache.key(cube_path, region, channels, composite, chip_size, stride, keep)
     entry = cache.load(key)
     if entry is None:
@@ -62,6 +67,7 @@ import torch
 from landslide_lit import __version__
 from landslide_lit.data.chips import Chips, Keep
 from landslide_lit.data.composite import CompositeSettings
+from landslide_lit.errors import ConfigError
 from landslide_lit.regions import Region, data_root
 
 if TYPE_CHECKING:
@@ -72,6 +78,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 """2: CRC-32 checksums in the manifest (1: SHA-256)."""
 CACHE_DIR = ".chip_cache"
+USER_CACHE = Path("landslide-lit", "chip_cache")  # under $XDG_CACHE_HOME, else ~/.cache
 MANIFEST = "manifest.json"
 TEMP_PREFIX = ".tmp-"
 STALE_TEMP_SECONDS = 3600
@@ -220,20 +227,23 @@ class ChipCache:
         removed = 0
         for child in self.root.iterdir():
             if child.is_dir() and _DIGEST.fullmatch(child.name):
-                self._discard(child)
-                removed += 1
+                removed += self._discard(child)
             elif child.is_dir() and child.name.startswith(TEMP_PREFIX):
                 shutil.rmtree(child, ignore_errors=True)
         return removed
 
-    def _discard(self, path: Path) -> None:
-        """Rename ``path`` out of the way (atomic), then delete it."""
+    def _discard(self, path: Path) -> bool:
+        """Rename ``path`` out of the way (atomic), then delete it; whether it did (no raise)."""
         trash = self.root / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
             os.rename(path, trash)
         except FileNotFoundError:  # another process removed it first
-            return
+            return False
+        except OSError as error:  # a read-only cache: the entry stays
+            log.warning("chip cache: cannot remove %s (%s)", path, error)
+            return False
         shutil.rmtree(trash, ignore_errors=True)
+        return True
 
     def _sweep_stale_temps(self) -> None:
         """Delete temporaries left by writers that crashed over an hour ago."""
@@ -245,6 +255,48 @@ class ChipCache:
                 continue
             if stale:
                 shutil.rmtree(child, ignore_errors=True)
+
+
+def cache_place(
+    root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+) -> tuple[ChipCache, str | None]:
+    """The chip cache a run uses, and why it is not ``<data root>/.chip_cache`` (or None).
+
+    ``cache_dir`` (``--data.cache_dir``) is used as given, and must be a folder this user
+    can write (or create). Otherwise the cache lives in the data root, unless the data
+    root (or its ``.chip_cache``) cannot be written or does not exist: then in
+    :func:`user_cache_dir`. The key is the same wherever the cache lives.
+    """
+    if cache_dir is not None:
+        path = Path(cache_dir).expanduser()
+        nearest = next(p for p in (path, *path.parents) if p.exists())  # made on first save
+        if not nearest.is_dir():
+            raise ConfigError(f"--data.cache_dir {path}: {nearest} is a file; give a folder")
+        if not _writable(nearest):
+            raise ConfigError(
+                f"--data.cache_dir {path}: {nearest} is read-only; give a folder you can write"
+            )
+        return ChipCache(path), None
+    base = data_root(root)
+    under = base / CACHE_DIR
+    if not base.is_dir():
+        reason = f"the data root {base} does not exist"
+    elif not _writable(under if under.exists() else base):
+        reason = f"{under if under.exists() else f'the data root {base}'} is read-only"
+    else:
+        return ChipCache(under), None
+    return ChipCache(user_cache_dir()), reason
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/landslide-lit/chip_cache``, else ``~/.cache/landslide-lit/...``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / USER_CACHE
+
+
+def _writable(folder: Path) -> bool:
+    """Whether this process may create entries in ``folder`` (a read-only mount counts)."""
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def clear_cache(root: str | os.PathLike | None = None) -> int:

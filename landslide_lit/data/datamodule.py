@@ -10,10 +10,11 @@ setup and restore steps.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import lightning as L
 import numpy as np
@@ -23,7 +24,7 @@ from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from torch.utils.data import DataLoader, Dataset
 
 from landslide_lit.augment import SarAugmentation
-from landslide_lit.data.cache import ChipCache
+from landslide_lit.data.cache import CacheKey, ChipCache, cache_place
 from landslide_lit.data.chips import Chips, Keep, extract_chips
 from landslide_lit.data.composite import (
     SAR_CHANNELS,
@@ -31,7 +32,7 @@ from landslide_lit.data.composite import (
     build_composite,
     resolve_channels,
 )
-from landslide_lit.data.cube import existing_cube, open_cube, region_cube_path
+from landslide_lit.data.cube import CubeError, existing_cube, open_cube, region_cube_path
 from landslide_lit.data.windows import WindowDataset, check_overlap
 from landslide_lit.distributed import (
     EvaluationShard,
@@ -42,7 +43,8 @@ from landslide_lit.distributed import (
     seeded_rng,
     training_shard,
 )
-from landslide_lit.regions import Region, get_region
+from landslide_lit.errors import ConfigError
+from landslide_lit.regions import Region, checked_data_root, get_region
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,20 @@ def _grid_of(composite: xr.Dataset) -> xr.Dataset:
     return grid
 
 
+def _save_quietly(
+    cache: ChipCache, key: CacheKey, chips: Chips, stats: ChannelStats, grid: xr.Dataset
+) -> None:
+    """Save a cache entry; a failed write (full disk, permissions) costs a rebuild, not the run."""
+    try:
+        cache.save(key, chips, stats, grid.to_dict(data="array"))
+    except OSError as error:
+        log.warning(
+            "chip cache: could not save %s (%s); the chips will be built again next time",
+            cache.path(key),
+            error,
+        )
+
+
 class ChipDataset(Dataset):
     """A view on some chips of one region; items are dicts of tensors."""
 
@@ -174,20 +190,96 @@ def _nearest(ends: torch.Tensor, target: float, at_least: int) -> int:
     return int(candidates[(candidates - target).abs().argmin()])
 
 
+def _check_options(
+    *,
+    chip_size: int,
+    stride: int | None,
+    predict_overlap: int,
+    batch_size: int,
+    num_workers: int,
+    block_chips: int,
+    split_fractions: Sequence[float],
+    keep: str,
+    split: str,
+    norm_stats: str,
+) -> None:
+    """One :class:`ConfigError` naming the first option that makes no sense.
+
+    ``chip_size`` comes before ``predict_overlap``, whose range it sets.
+    """
+    _at_least(chip_size, 1, "chip_size", "the chip side in pixels (128 as published)")
+    if stride is not None:
+        _at_least(stride, 1, "stride", "the chip grid's step in pixels (default: the chip size)")
+    try:
+        check_overlap(predict_overlap, chip_size)
+    except ValueError as error:
+        raise _option_error(error) from None
+    _at_least(batch_size, 1, "batch_size", "chips per batch and process")
+    _at_least(num_workers, 0, "num_workers", "DataLoader worker processes (0: none)")
+    _at_least(block_chips, 1, "block_chips", "the side of a split block in chips")
+    _check_fractions(split_fractions)
+    for option, value, choices in (
+        ("keep", keep, get_args(Keep)),
+        ("split", split, ("random", "block")),
+        ("norm_stats", norm_stats, ("region", "train")),
+    ):
+        if value not in choices:
+            raise ConfigError(f"--data.{option}={value!r}: use one of {', '.join(choices)}")
+
+
+def _at_least(value: Any, low: int, option: str, meaning: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"--data.{option}={value!r}: must be a whole number >= {low}, {meaning}")
+
+
+def _check_fractions(fractions: Sequence[float]) -> None:
+    try:
+        values = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        values = []
+    if (
+        len(values) != 3
+        or not all(math.isfinite(v) and v >= 0 for v in values)
+        or abs(sum(values) - 1) > 1e-6
+    ):
+        raise ConfigError(
+            f"--data.split_fractions={fractions!r}: need three fractions (train, val, test) "
+            ">= 0 that sum to 1, e.g. [0.7, 0.2, 0.1] as published"
+        )
+
+
+def _channels(channels: str | Sequence[str]) -> tuple[str, ...]:
+    """The channel names of ``--data.channels``, one :class:`ConfigError` if it is unusable."""
+    try:
+        return resolve_channels(channels)
+    except ValueError as error:
+        raise _option_error(error) from None
+
+
+def _option_error(error: ValueError) -> ConfigError:
+    """``error`` (whose message starts with the option's name) as the option's ConfigError."""
+    message = str(error)
+    return ConfigError(message if message.startswith("--") else f"--data.{message}")
+
+
 class LandslideDataModule(L.LightningDataModule):
     """Chips of landslide-affected terrain from before/after SAR composites.
 
     Args:
         train_region: region trained on (validation comes from it too): a
-            built-in name (hokkaido, talakmau, kaikoura, puerto_rico) or a
-            mapping with name, cube, event_start, event_end, orbit.
+            built-in name (hokkaido, talakmau, kaikoura, puerto_rico), a
+            mapping with name, cube, event_start, event_end, orbit, the path
+            of a YAML file holding such a mapping, or a :class:`Region`.
         test_region: region tested and mapped. When it is the train region,
             testing uses the train region's held-out test split.
         validate_region: region scored by ``validate`` (default: the train
             region's validation split).
-        root: data root (default ``$LANDSLIDE_LIT_DATA``, else ``./data``).
-        synthetic: read synthetic cubes from ``root/synthetic/`` and generate
-            missing ones on first use.
+        root: data root (default ``$LANDSLIDE_LIT_DATA``, else ``./data``); it must be an
+            existing folder, and nothing but the chip cache is ever written into it.
+        synthetic: read the built-in regions' synthetic cubes from ``root/synthetic/``
+            (regions of one's own keep their own cube). Missing ones are generated by
+            ``fit`` only (and by a data module used without a trainer), never by
+            validate, test or predict.
         channels: ``sar`` (4 channels), ``sar_dem`` (7) or channel names.
         composite: how before/after composites are made.
         chip_size: chip side in pixels (128 as published).
@@ -206,7 +298,9 @@ class LandslideDataModule(L.LightningDataModule):
         cache: keep prepared chips and statistics in ``<root>/.chip_cache`` (keyed by the
             cube, its modification and every setting that shapes the chips), built once
             in ``prepare_data`` and read by every rank and later run; clear it with
-            ``landslide-lit cache clear``.
+            ``landslide-lit cache clear``. A read-only data root puts it in the per-user
+            cache folder instead (see :func:`~landslide_lit.data.cache.cache_place`).
+        cache_dir: the chip cache's folder instead of ``<root>/.chip_cache``.
         augment: on-device training augmentations (None: off; ``{}`` in YAML: the
             seed paper's four with their defaults). Their SAR channels are set here.
         batch_size: chips per batch and process (under DDP the effective batch is
@@ -216,9 +310,11 @@ class LandslideDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        train_region: str | Region = "hokkaido",
-        test_region: str | Region = "talakmau",
-        validate_region: str | Region | None = None,
+        # Not annotated with Region (accepted too): jsonargparse would read a region YAML
+        # file given as a path into a mapping, losing the folder its cube is relative to.
+        train_region: str | dict[str, Any] = "hokkaido",
+        test_region: str | dict[str, Any] = "talakmau",
+        validate_region: str | dict[str, Any] | None = None,
         root: str | None = None,
         synthetic: bool = False,
         channels: str | list[str] = "sar",
@@ -233,23 +329,31 @@ class LandslideDataModule(L.LightningDataModule):
         block_chips: int = 4,
         norm_stats: Literal["region", "train"] = "region",
         cache: bool = True,
+        cache_dir: str | None = None,
         augment: SarAugmentation | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment"])
-        if abs(sum(split_fractions) - 1) > 1e-6 or min(split_fractions) < 0:
-            raise ValueError(
-                f"split_fractions={split_fractions}: need three fractions >= 0 that sum to 1"
-            )
+        _check_options(
+            chip_size=chip_size,
+            stride=stride,
+            predict_overlap=predict_overlap,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            block_chips=block_chips,
+            split_fractions=split_fractions,
+            keep=keep,
+            split=split,
+            norm_stats=norm_stats,
+        )
         # Typed settings live as attributes: under LightningCLI, hparams hold raw config dicts.
         self.root = root
         self.synthetic = synthetic
         self.composite = composite
         self.chip_size = chip_size
         self.stride = stride
-        check_overlap(predict_overlap, chip_size)
         self.predict_overlap = predict_overlap
         self.keep = keep
         self.split = split
@@ -258,12 +362,15 @@ class LandslideDataModule(L.LightningDataModule):
         self.block_chips = block_chips
         self.norm_stats = norm_stats
         self.cache = cache
+        self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.train_region = get_region(train_region)
-        self.test_region = get_region(test_region)
-        self.validate_region = get_region(validate_region) if validate_region else None
-        self.channel_names = resolve_channels(channels)
+        self.train_region = get_region(train_region, "--data.train_region")
+        self.test_region = get_region(test_region, "--data.test_region")
+        self.validate_region = (
+            get_region(validate_region, "--data.validate_region") if validate_region else None
+        )
+        self.channel_names = _channels(channels)
         self.sar_channel_indices = [
             i for i, c in enumerate(self.channel_names) if c in SAR_CHANNELS
         ]
@@ -276,6 +383,8 @@ class LandslideDataModule(L.LightningDataModule):
         # Per region: the composite's coordinates and attributes, to write maps in place.
         self.grids: dict[str, xr.Dataset] = {}
         self._datasets: dict[str, list[ChipDataset | WindowDataset]] = {}
+        self._chip_cache_place: ChipCache | None = None
+        self._own_cube_noted: set[str] = set()
 
     # -- regions and chips ------------------------------------------------
 
@@ -291,31 +400,74 @@ class LandslideDataModule(L.LightningDataModule):
         raise ValueError(f"unknown stage {stage!r}")
 
     def prepare_data(self) -> None:
-        """Once per node: generate missing synthetic cubes and fill the chip cache."""
-        if self.synthetic:
+        """Once per node: generate missing synthetic cubes (``fit`` only), fill the chip cache."""
+        if self._generates():
             for region in {r.name: r for r in self._all_regions()}.values():
-                self._ensure_synthetic(region)
+                if self._synthetic_for(region):
+                    self._generate(region)
         if self.cache and self.trainer is not None:
-            for region, keep in self._needed_chips(self.trainer.state.fn):
+            for region, keep in self._needed_chips(self._trainer_fn()):
                 self.chips(region, keep)
 
     def _needed_chips(self, fn: TrainerFn | None) -> list[tuple[Region, Keep]]:
-        """The (region, keep) chip sets a trainer function reads."""
+        """The (region, keep) chip sets a trainer function reads.
+
+        Predict reads its region band by band, never chips. The train region's statistics
+        of ``norm_stats: train`` come from the checkpoint, restored after this runs, so
+        validate and test never prepare the train region for them.
+        """
         needed = {
             TrainerFn.FITTING: [self.train_region, *self._eval_regions("validate")],
             TrainerFn.VALIDATING: self._eval_regions("validate"),
             TrainerFn.TESTING: self._eval_regions("test"),
         }.get(fn, [])
-        if fn == TrainerFn.PREDICTING:
-            return []  # predict reads its region band by band, never chips
-        if self.norm_stats == "train" and self.checkpoint_train_stats is None:
-            needed.append(self.train_region)
         return [(region, self.keep) for region in needed]
 
     def _all_regions(self) -> list[Region]:
         return [self.train_region, self.test_region, *filter(None, [self.validate_region])]
 
-    def _ensure_synthetic(self, region: Region) -> None:
+    def _trainer_fn(self) -> TrainerFn | None:
+        return getattr(getattr(self.trainer, "state", None), "fn", None)
+
+    def _generates(self) -> bool:
+        """Whether missing synthetic cubes are made: by ``fit``, or without a trainer."""
+        return self.synthetic and (self.trainer is None or self._trainer_fn() == TrainerFn.FITTING)
+
+    def _is_rank_zero(self) -> bool:
+        return getattr(self.trainer, "global_rank", 0) == 0
+
+    def _synthetic_for(self, region: Region) -> bool:
+        """Whether ``region`` reads a synthetic cube: built-in regions only, when asked.
+
+        A region of one's own is never shadowed by a synthetic cube (said once).
+        """
+        if not self.synthetic or region.builtin:
+            return self.synthetic
+        if region.name not in self._own_cube_noted and self._is_rank_zero():
+            log.info(
+                "%s: a region of your own reads its own cube %s; --data.synthetic applies "
+                "to the built-in regions only",
+                region.name,
+                region.cube_path(self.root),
+            )
+        self._own_cube_noted.add(region.name)
+        return False
+
+    def _cube_path(self, region: Region) -> Path:
+        """The existing cube of ``region``; a missing synthetic one is generated when allowed.
+
+        The data root is checked whenever the cube lies in it.
+        """
+        synthetic = self._synthetic_for(region)
+        if synthetic and self._generates():
+            self._generate(region)
+        elif synthetic or not Path(region.cube).expanduser().is_absolute():
+            checked_data_root(self.root)
+        return region_cube_path(region, self.root, synthetic=synthetic)
+
+    def _generate(self, region: Region) -> None:
+        """Write ``region``'s synthetic cube if missing; the data root may be created for it."""
+        checked_data_root(self.root, may_be_missing=True)
         if existing_cube(region, self.root, synthetic=True) is None:
             # imported only to write a cube: importing it costs more than a warm start
             from landslide_lit.data.synthetic import write_synthetic_cube
@@ -332,10 +484,8 @@ class LandslideDataModule(L.LightningDataModule):
         return self._chips[region.name, keep]
 
     def _load_or_build(self, region: Region, keep: Keep) -> Chips:
-        if self.synthetic:
-            self._ensure_synthetic(region)
-        path = region_cube_path(region, self.root, synthetic=self.synthetic)
-        cache = ChipCache.under(self.root) if self.cache else None
+        path = self._cube_path(region)
+        cache = self._chip_cache()
         key = entry = None
         if cache is not None:
             key = cache.key(
@@ -345,7 +495,7 @@ class LandslideDataModule(L.LightningDataModule):
         if entry is None:
             chips, stats, grid = self._build(region, keep, path)
             if cache is not None:
-                cache.save(key, chips, stats, grid.to_dict(data="array"))
+                _save_quietly(cache, key, chips, stats, grid)
         else:
             chips, stats, grid_info = entry
             grid = xr.Dataset.from_dict(grid_info)
@@ -356,15 +506,29 @@ class LandslideDataModule(L.LightningDataModule):
         self.grids[region.name] = grid
         return chips
 
+    def _chip_cache(self) -> ChipCache | None:
+        """The chip cache (None when off), placed once; a fallback place is said on rank 0."""
+        if not self.cache:
+            return None
+        if self._chip_cache_place is None:
+            self._chip_cache_place, reason = cache_place(self.root, self.cache_dir)
+            if reason is not None and self._is_rank_zero():
+                log.warning(
+                    "chip cache in %s: %s (choose a folder with --data.cache_dir DIR)",
+                    self._chip_cache_place.root,
+                    reason,
+                )
+        return self._chip_cache_place
+
     def _build(
         self, region: Region, keep: Keep, path: Path
     ) -> tuple[Chips, ChannelStats, xr.Dataset]:
         """Composite -> statistics over the whole region -> chips."""
-        composite = build_composite(
-            open_cube(path, region.names), region, self.channel_names, self.composite
-        )
+        cube = open_cube(path, region.names)
+        self._check_cube(region, cube, path)
+        composite = build_composite(cube, region, self.channel_names, self.composite)
         image = composite["image"].values
-        label = composite["label"].values if "label" in composite else None
+        label = composite["label"].values
         stats = ChannelStats.of(image, self.channel_names, region.name)
         chips = extract_chips(
             image,
@@ -376,12 +540,56 @@ class LandslideDataModule(L.LightningDataModule):
             keep=keep,
         )
         if len(chips) == 0:
-            raise ValueError(
-                f"region {region.name}: no {keep} {self.chip_size}-pixel chips "
-                f"in its {image.shape[1]} x {image.shape[2]} composite"
-            )
+            raise CubeError(f"{path}: region {region.name!r} has {self._why_no_chips(keep, label)}")
         self._log_chips(region, chips, keep, f"built from {path}", composite.attrs)
         return chips, stats, _grid_of(composite)
+
+    def _check_cube(self, region: Region, cube: xr.Dataset, path: Path) -> None:
+        """Chips need labels (fit, validate and test score against them) and a chip's room."""
+        names = region.names
+        if names.landslides not in cube.variables:
+            flag = region.name if region.builtin else "<its region YAML file>"
+            raise CubeError(
+                f"{path}: region {region.name!r} has no landslide labels (no "
+                f"{names.landslides!r} variable in the cube), and fit, validate and test "
+                "need them: they train on and score against the labels. To map the region, "
+                f"run `landslide-lit predict --region {flag}`. If the cube holds labels under "
+                "another name, set names.landslides in the region's mapping."
+            )
+        height, width = cube.sizes[names.y], cube.sizes[names.x]
+        if min(height, width) < self.chip_size:
+            raise CubeError(
+                f"{path}: region {region.name!r} is {height} x {width} pixels, smaller than "
+                f"one {self.chip_size} x {self.chip_size} chip; give a smaller "
+                "--data.chip_size"
+            )
+
+    def _why_no_chips(self, keep: Keep, label: np.ndarray) -> str:
+        """Why the chip grid kept nothing: the labels, or where the landslides lie."""
+        if keep == "valid":
+            return (
+                "no chip with a pixel where every SAR channel has data: its before/after "
+                "composites are empty; check --data.composite (orbit, before, after) "
+                "against the acquisitions the cube holds"
+            )
+        labelled = np.isfinite(label)
+        if not labelled.any():
+            return (
+                "no labelled pixel: its landslide labels are all NaN. Check that "
+                "names.landslides names the label variable"
+            )
+        positive = int((label > 0).sum())
+        if positive == 0:
+            return (
+                f"no landslide pixel: its landslide labels are all 0 ({int(labelled.sum())} "
+                "labelled pixels); it cannot be trained on or evaluated. To map it, use "
+                "`landslide-lit predict`"
+            )
+        return (
+            f"no positive chip: its {positive} landslide pixels all lie in the edge strips "
+            f"that the chip grid (--data.chip_size {self.chip_size}, --data.stride "
+            f"{self.stride or self.chip_size}) leaves out; use a smaller --data.stride"
+        )
 
     def _log_chips(
         self, region: Region, chips: Chips, keep: Keep, source: str, attrs: dict[str, Any]
@@ -409,10 +617,21 @@ class LandslideDataModule(L.LightningDataModule):
         )
 
     def _region_dataset(self, region: Region, split: Split) -> ChipDataset:
-        """``split`` of the train region, or all chips of another region."""
-        if region.name == self.train_region.name:
-            return ChipDataset(self.chips(region), self.splits()[split])
-        return ChipDataset(self.chips(region))
+        """``split`` of the train region (never empty), or all chips of another region."""
+        if region.name != self.train_region.name:
+            return ChipDataset(self.chips(region))
+        splits = self.splits()
+        if len(splits[split]) == 0:
+            counts = ", ".join(f"{name} {len(indices)}" for name, indices in splits.items())
+            block = ", a smaller --data.block_chips" if self.split == "block" else ""
+            raise ConfigError(
+                f"the {split} split of region {region.name!r} is empty: its "
+                f"{len(self.chips(region))} {self.keep} chips split {self.split} by "
+                f"--data.split_fractions {list(self.split_fractions)} give {counts}. Give "
+                f"each split a share of the chips{block}, or make more chips (a smaller "
+                "--data.stride or --data.chip_size, or --data.keep valid)"
+            )
+        return ChipDataset(self.chips(region), splits[split])
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -431,20 +650,11 @@ class LandslideDataModule(L.LightningDataModule):
                 self._eval_regions("predict"), self._datasets["predict"], strict=True
             ):
                 self._stream_stats(region, windows)
-        for name, datasets in self._datasets.items():
-            for region, dataset in zip(self._regions_of(name), datasets, strict=False):
-                if len(dataset) == 0:
-                    raise ValueError(
-                        f"the {name} set of region {region} is empty; use more chips "
-                        "(a larger region or smaller --data.stride) or other split_fractions"
-                    )
 
     def _windows(self, region: Region) -> WindowDataset:
         """Every ``chip_size`` window of ``region``, ``predict_overlap`` apart, read by bands."""
-        if self.synthetic:
-            self._ensure_synthetic(region)
         return WindowDataset(
-            region_cube_path(region, self.root, synthetic=self.synthetic),
+            self._cube_path(region),
             region,
             self.channel_names,
             self.composite,
@@ -455,33 +665,24 @@ class LandslideDataModule(L.LightningDataModule):
     def _stream_stats(self, region: Region, windows: WindowDataset) -> None:
         """Ready the statistics that standardise ``region`` (predicted as ``windows``).
 
-        Statistics the run lacks (``norm_stats: region``, or ``train`` without a
-        checkpoint) are streamed over the cube band by band: the values of
-        :meth:`ChannelStats.of` over the whole composite, without holding it. When that
-        pass composites the predicted region itself, its composite is kept on disk for
-        the windows (see :class:`CompositeStore`) instead of being made twice.
+        Statistics that do not come from a checkpoint (``norm_stats: region``, or the
+        train region's own) are streamed over the cube band by band: the values of
+        :meth:`ChannelStats.of` over the whole composite, without holding it. The
+        composite is kept on disk for the windows (see :class:`CompositeStore`) instead
+        of being made twice. Another region's ``norm_stats: train`` statistics come from
+        the checkpoint, restored after ``setup`` (see :meth:`predict_dataloader`).
         """
-        keep = True
-        if self.norm_stats == "train":
-            if self.checkpoint_train_stats is not None:
-                return
-            if region.name != self.train_region.name:
-                region, windows, keep = self.train_region, self._windows(self.train_region), False
-        if region.name in self.stats:
-            return
-        mean, std = windows.moments(keep=keep)
-        self.stats[region.name] = ChannelStats.from_moments(
-            mean, std, self.channel_names, region.name
-        )
+        own = self.norm_stats == "region" or region.name == self.train_region.name
+        if own and region.name not in self.stats:
+            mean, std = windows.moments(keep=True)
+            self.stats[region.name] = ChannelStats.from_moments(
+                mean, std, self.channel_names, region.name
+            )
 
     def teardown(self, stage: str) -> None:
         if stage == "predict":
             for windows in self._datasets.get("predict", []):
                 windows.release()
-
-    def _regions_of(self, name: str) -> list[str]:
-        stage = {"train": "fit", "val": "validate"}.get(name, name)
-        return [self.train_region.name] if name == "train" else self.dataloader_regions(stage)
 
     # -- loaders ----------------------------------------------------------
 
@@ -524,7 +725,24 @@ class LandslideDataModule(L.LightningDataModule):
         return [self._loader(d) for d in self._datasets["test"]]
 
     def predict_dataloader(self) -> list[DataLoader]:
+        """The windows' loaders; asked for after Lightning restored the checkpoint."""
+        self._require_checkpoint_stats()
         return [self._loader(d) for d in self._datasets["predict"]]
+
+    def _require_checkpoint_stats(self) -> None:
+        """``norm_stats: train`` needs the checkpoint's statistics: predict never reads the
+        train region's cube to make them."""
+        if self.norm_stats != "train" or self.checkpoint_train_stats is not None:
+            return
+        for region in self._eval_regions("predict"):
+            if region.name != self.train_region.name:
+                raise ConfigError(
+                    f"predict with --data.norm_stats train standardises {region.name!r} with "
+                    f"the train region {self.train_region.name!r}'s statistics, which come "
+                    "from the checkpoint, and this one holds none. Predict with a checkpoint "
+                    "written by `landslide-lit fit` (--ckpt_path); predict never reads the "
+                    "train region's cube"
+                )
 
     # -- on the device ------------------------------------------------------
 
@@ -619,7 +837,7 @@ class LandslideDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if list(state["channels"]) != list(self.channel_names):
-            raise ValueError(
+            raise ConfigError(
                 f"the checkpoint was trained on channels {state['channels']}, but the data "
                 f"module makes {list(self.channel_names)}; set --data.channels to match"
             )
