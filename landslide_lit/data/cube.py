@@ -22,7 +22,15 @@ import pandas as pd
 import xarray as xr
 
 from landslide_lit.errors import LandslideLitError
-from landslide_lit.regions import DATA_ROOT_ENV, ZENODO_DOI, CubeNames, Region, data_root
+from landslide_lit.regions import (
+    DATA_ROOT_ENV,
+    REGIONS,
+    ZARR_MARKERS,
+    ZENODO_DOI,
+    CubeNames,
+    Region,
+    data_root,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +76,14 @@ def _missing_cube_message(
     if synthetic:
         return (
             f"no synthetic cube for region {region.name!r} at {path}. Generate it with "
-            f"`landslide-lit synth --region {region.name} --root {data_root(root)}`, "
-            "or let the data module do it (--data.synthetic true generates missing cubes)."
+            f"`landslide-lit synth --region {region.name} --root {data_root(root)}`, or "
+            "train with `landslide-lit fit --data.synthetic true`, which generates missing "
+            "synthetic cubes (validate, test and predict never do)."
+        )
+    if REGIONS.get(region.name) != region:  # a region of the user's own: no Zenodo advice
+        return (
+            f"datacube for region {region.name!r} not found: {path}. Check the region's "
+            f"`cube` (absolute, or relative to the {where})."
         )
     archive = Path(region.cube).with_suffix(".zip").name
     return (
@@ -161,7 +175,7 @@ def store_positions(ds: xr.Dataset, dim: str) -> np.ndarray:
 
 def _open_dataset(path: Path) -> xr.Dataset:
     is_zarr = path.suffix in ZARR_SUFFIXES or (
-        path.is_dir() and any((path / f).exists() for f in (".zgroup", ".zmetadata", "zarr.json"))
+        path.is_dir() and any((path / marker).exists() for marker in ZARR_MARKERS)
     )
     try:
         if is_zarr:
