@@ -13,10 +13,12 @@ import yaml
 
 from landslide_lit.cli import bundled_config_dir, main, resolve_bundled_configs, run
 from landslide_lit.data.composite import build_composite
-from landslide_lit.data.cube import open_region_cube
+from landslide_lit.data.cube import CubeError, open_region_cube
+from landslide_lit.errors import ConfigError
 from landslide_lit.runs import CheckpointError, latest_best_checkpoint
 from tests.conftest import TINY_MODEL
 
+QUIET = ["--trainer.enable_progress_bar=false"]
 TABLE1 = ("sar.yaml", "sar_dem.yaml", "sar_aug.yaml", "sar_dem_aug.yaml")
 
 
@@ -56,7 +58,7 @@ def test_configs_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
     local = tmp_path / "sar.yaml"
     local.write_text("trainer: {max_epochs: 1}\n")
     assert resolve_bundled_configs(["fit", "--config", "sar.yaml"])[2] == "sar.yaml"
-    with pytest.raises(SystemExit, match="bundled configs: cpu.yaml, demo.yaml"):
+    with pytest.raises(ConfigError, match="--config nope.yaml.*bundled configs: cpu.yaml, demo"):
         resolve_bundled_configs(["fit", "--config", "nope.yaml"])
 
 
@@ -115,8 +117,9 @@ def test_test_uses_latest_run_and_restores_its_settings(
 ):
     workdir, _ = trained_run
     monkeypatch.chdir(workdir)
-    # No --ckpt_path, no --config, not even the data root: all come from the checkpoint.
-    cli = run(["test", "--region", "talakmau", "--trainer.enable_progress_bar=false"])
+    # No --ckpt_path, no --config, not even the data root: all come from the checkpoint;
+    # synthetic cubes only because this command line asks for them.
+    cli = run(["test", "--region", "talakmau", "--data.synthetic=true", *QUIET])
     assert cli.datamodule.channel_names[-1] == "dem_curvature"
     assert cli.datamodule.test_region.name == "talakmau"
     metrics = cli.trainer.callback_metrics
@@ -128,7 +131,7 @@ def test_test_uses_latest_run_and_restores_its_settings(
 def test_test_on_the_train_region_uses_its_held_out_split(trained_run, monkeypatch):
     workdir, fit = trained_run
     monkeypatch.chdir(workdir)
-    cli = run(["test", "--region", "hokkaido", "--trainer.enable_progress_bar=false"])
+    cli = run(["test", "--region", "hokkaido", "--data.synthetic=true", *QUIET])
     held_out = set(fit.datamodule.splits()["test"].tolist())
     assert set(cli.datamodule._datasets["test"][0].indices.tolist()) == held_out
     assert "test/hokkaido/auprc" in cli.trainer.callback_metrics
@@ -137,7 +140,7 @@ def test_test_on_the_train_region_uses_its_held_out_split(trained_run, monkeypat
 def test_validate_scores_the_validation_split(trained_run, monkeypatch):
     workdir, _ = trained_run
     monkeypatch.chdir(workdir)
-    cli = run(["validate", "--trainer.enable_progress_bar=false"])
+    cli = run(["validate", "--data.synthetic=true", *QUIET])
     assert "val/hokkaido/auprc" in cli.trainer.callback_metrics
 
 
@@ -155,7 +158,8 @@ def test_command_line_model_options_beat_the_checkpoints(trained_run, tmp_path, 
             "--ckpt_path",
             str(pretrained),
             "--model.val_auprc=exact",
-            "--trainer.enable_progress_bar=false",
+            "--data.synthetic=true",
+            *QUIET,
             "--trainer.logger=false",
         ]
     )
@@ -166,7 +170,7 @@ def test_command_line_model_options_beat_the_checkpoints(trained_run, tmp_path, 
 def test_predict_maps_the_whole_region(trained_run, synthetic_root, monkeypatch):
     workdir, _ = trained_run
     monkeypatch.chdir(workdir)
-    cli = run(["predict", "--region", "talakmau", "--trainer.enable_progress_bar=false"])
+    cli = run(["predict", "--region", "talakmau", "--data.synthetic=true", *QUIET])
     assert cli.trainer.predict_loop.predictions == []  # streamed to disk, not kept
     # the map lies on the cube's own grid, NaN exactly where the SAR composite has no data
     folder = workdir / cli.trainer.log_dir / "predictions"
@@ -190,19 +194,29 @@ def test_predict_maps_the_whole_region(trained_run, synthetic_root, monkeypatch)
         assert (folder / f"talakmau_landslide_probability{suffix}").stat().st_size > 0
 
 
+def test_synthetic_is_not_restored_from_the_checkpoint(trained_run, monkeypatch):
+    workdir, _ = trained_run
+    monkeypatch.chdir(workdir)
+    # trained on synthetic cubes; without --data.synthetic the real cube is looked for
+    with pytest.raises(CubeError, match="datacube for region 'talakmau' not found"):
+        run(["test", "--region", "talakmau", *QUIET])
+
+
 def test_checkpoint_with_other_channels_is_a_clear_error(trained_run, monkeypatch):
     workdir, _ = trained_run
     monkeypatch.chdir(workdir)
-    with pytest.raises(SystemExit, match=r"trained on channels \[.*dem_curvature.*--data.channels"):
+    with pytest.raises(CheckpointError, match=r"trained on channels \[.*dem_curv.*--data.chan"):
         run(["test", "--data.channels", "sar"])
 
 
-def test_no_run_to_find_is_a_clear_error(tmp_path, monkeypatch):
+def test_no_run_to_find_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match="no fit run found.*landslide-lit fit"):
         run(["test", "--region", "talakmau"])
-    with pytest.raises(SystemExit, match="error: no --ckpt_path given"):
+    with pytest.raises(SystemExit) as stop:
         main(["test"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no --ckpt_path given")
 
 
 def test_truncated_or_foreign_checkpoint_is_a_clear_error(trained_run, tmp_path, monkeypatch):
@@ -210,12 +224,12 @@ def test_truncated_or_foreign_checkpoint_is_a_clear_error(trained_run, tmp_path,
     monkeypatch.chdir(tmp_path)
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(latest_best_checkpoint(workdir).read_bytes()[:1000])
-    with pytest.raises(SystemExit, match="truncated or not a PyTorch checkpoint"):
-        main(["test", "--ckpt_path", str(truncated)])
+    with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
+        run(["test", "--ckpt_path", str(truncated)])
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(SystemExit, match="not written by landslide-lit"):
-        main(["test", "--ckpt_path", str(foreign)])
+    with pytest.raises(CheckpointError, match="not written by landslide-lit"):
+        run(["test", "--ckpt_path", str(foreign)])
 
 
 def test_synth_command_writes_the_real_file_name(tmp_path, capsys):
@@ -239,10 +253,21 @@ def test_synth_command_writes_the_real_file_name(tmp_path, capsys):
     assert (tmp_path / "synthetic" / "talakmau_indonesia.nc").is_file()
 
 
-def test_missing_cube_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+def test_missing_cube_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="error: datacube for region 'hokkaido' not found.*zenodo"):
+    with pytest.raises(SystemExit) as stop:
         main(["fit", f"--data.root={tmp_path}", "--trainer.fast_dev_run=true", *TINY_MODEL])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: datacube for region 'hokkaido' not found") and "zenodo" in err
+    assert err.count("error:") == 1 and "Traceback" not in err
+
+
+def test_traceback_switch_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LANDSLIDE_LIT_TRACEBACK", "1")
+    with pytest.raises(CheckpointError, match="no fit run found"):
+        main(["test"])
 
 
 def test_cache_clear_command(synthetic_root, tmp_path, capsys):
