@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ from landslide_lit.checkpointing import resume_checkpoint
 from landslide_lit.data.composite import resolve_channels
 from landslide_lit.data.cube import region_cube_path
 from landslide_lit.data.datamodule import LandslideDataModule
-from landslide_lit.errors import ConfigError, LandslideLitError
+from landslide_lit.errors import ConfigError, LandslideLitError, OutputError
 from landslide_lit.module import EncoderWeightsError, LandslideSegmenter
 from landslide_lit.regions import REGIONS, get_region
 from landslide_lit.runs import (
@@ -169,7 +170,7 @@ class LandslideCLI(LightningCLI):
         except EncoderWeightsError as error:
             missing = self._missing_cubes()
             if missing:
-                raise EncoderWeightsError(f"{error}\nThe data are missing too: {missing}") from None
+                raise EncoderWeightsError(f"{error}\nThe data are missing too:{missing}") from None
             raise
         except (TypeError, ValueError) as error:
             if UNION_DUMP not in str(error) or isinstance(error, LandslideLitError):
@@ -177,19 +178,25 @@ class LandslideCLI(LightningCLI):
             raise ConfigError(self._explain_region_error(str(error))) from None
 
     def _missing_cubes(self) -> str:
-        """What a fit, validate or test run here lacks of its real cubes ('' if nothing)."""
+        """The real cubes this command reads that are missing, in words ('' if none)."""
         data = self._config().data
         if data.get("synthetic"):
             return ""
+        read = {
+            "fit": ("train_region", "validate_region"),
+            "validate": ("validate_region", "train_region"),
+        }.get(self.subcommand, ("test_region",))
         problems = []
-        for key in REGION_KEYS:
+        for key in read:
             if data.get(key) is None:
                 continue
             try:
                 region_cube_path(get_region(data[key]), data.get("root"))
             except LandslideLitError as error:
-                problems.append(str(error))
-        return "\n".join(dict.fromkeys(problems))
+                problems.append(f"\n- {error}")
+            if self.subcommand == "validate":
+                break  # the validation region, else the training region's held-out chips
+        return "".join(dict.fromkeys(problems))
 
     def _explain_region_error(self, message: str) -> str:
         """A region mapping that fails to build: the key, the config file, the reason."""
@@ -226,7 +233,33 @@ class LandslideCLI(LightningCLI):
         if config.region:
             key = "validate_region" if self.subcommand == "validate" else "test_region"
             config.data[key] = config.region
+        check_output_folders(config.trainer)
         _align_logger_versions(config.trainer)
+
+
+def check_output_folders(trainer_config) -> None:
+    """Fail before any work when the run's folders cannot be written (a file, read-only)."""
+    folders = [("--trainer.default_root_dir", trainer_config.get("default_root_dir") or ".")]
+    loggers = trainer_config.get("logger")
+    for logger in loggers if isinstance(loggers, list) else []:
+        save_dir = logger.get("init_args", {}).get("save_dir") if "init_args" in logger else None
+        if save_dir is not None:
+            folders.append(("--trainer.logger save_dir", save_dir))
+    for option, folder in folders:
+        existing = Path(folder).absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(
+                f"{option} {folder}: {existing} is a file, not a folder; the run writes its "
+                "logs and checkpoints there. Move the file or choose another folder"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"{option} {folder}: {existing} is not writable; the run writes its logs and "
+                "checkpoints there. Run from a folder you can write (cd), or choose one with "
+                "--trainer.default_root_dir and the loggers' save_dir"
+            )
 
 
 def _align_logger_versions(trainer_config) -> None:
@@ -414,6 +447,15 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(error.exit_code) from None
 
 
+# Storage faults that happen wherever a run writes, with what to do about them.
+_STORAGE_ERRORS = {
+    errno.ENOSPC: "The disk is full: free space, or write elsewhere (--trainer.default_root_dir, "
+    "run from another folder).",
+    errno.EDQUOT: "Your disk quota is used up: free space, or write elsewhere.",
+    errno.EROFS: "That file system is read-only: run from a folder you can write.",
+}
+
+
 def user_error(exc: BaseException) -> LandslideLitError | None:
     """The user's error behind ``exc``: itself, or the one Lightning or a library wrapped."""
     seen: set[int] = set()
@@ -421,6 +463,11 @@ def user_error(exc: BaseException) -> LandslideLitError | None:
     while current is not None and id(current) not in seen:
         if isinstance(current, LandslideLitError):
             return current
+        if isinstance(current, OSError) and current.errno in _STORAGE_ERRORS:
+            return OutputError(
+                f"cannot write {current.filename or 'a file'}: {current.strerror}. "
+                f"{_STORAGE_ERRORS[current.errno]}"
+            )
         seen.add(id(current))
         current = current.__cause__ or (
             None if current.__suppress_context__ else current.__context__

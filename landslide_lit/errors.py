@@ -19,3 +19,7 @@ class LandslideLitError(Exception):
 
 class ConfigError(LandslideLitError, ValueError):
     """An option, region or config value that cannot be used as given."""
+
+
+class OutputError(LandslideLitError):
+    """A file or folder the run must write cannot be written (read-only, full, a file)."""
