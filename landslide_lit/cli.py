@@ -489,6 +489,12 @@ def explain_parse_error(message: str, keys: list[str], args: list[str]) -> str:
             f"unexpected value(s) {match.group(1)} on the command line: each value follows "
             "its option, e.g. --data.root PATH"
         )
+    if first.startswith("Unexpected config"):
+        files = ", ".join(_config_files(args)) or "--config"
+        return (
+            f"{files}: a config file holds a mapping of options (e.g. `trainer: "
+            f"{{max_epochs: 3}}`); jsonargparse says: {first}"
+        )
     if match := re.search(r"argument (\S+): expected one argument", first):
         return f"{match.group(1)} needs a value, e.g. {match.group(1)} VALUE"
     if match := re.match(r'Parser key "([^"]+)":', first):
@@ -552,15 +558,22 @@ def _type_name(annotation: str) -> str:
     return {"NoneType": "null", "str": "a name", "Region": "a region mapping"}.get(name, name)
 
 
-def _config_file_with(key: str, args: list[str]) -> str | None:
-    """The last ``--config`` file in ``args`` that sets ``key`` (or a key inside it)."""
-    found = None
+def _config_files(args: list[str]) -> list[str]:
+    """The ``--config`` files named in ``args`` that exist."""
+    files = []
     for i, arg in enumerate(args):
         path = arg.split("=", 1)[1] if arg.startswith("--config=") else None
         if arg in ("--config", "-c") and i + 1 < len(args):
             path = args[i + 1]
-        if path is None or not Path(path).is_file():
-            continue
+        if path is not None and Path(path).is_file():
+            files.append(path)
+    return files
+
+
+def _config_file_with(key: str, args: list[str]) -> str | None:
+    """The last ``--config`` file in ``args`` that sets ``key`` (or a key inside it)."""
+    found = None
+    for path in _config_files(args):
         try:
             # BaseLoader: keys only, no values parsed (a date like 2020-13-01 would fail)
             content = yaml.load(Path(path).read_text(), Loader=yaml.BaseLoader)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 import xarray as xr
 import yaml
 
-from landslide_lit.cli import bundled_config_dir, main, resolve_bundled_configs, run
+from landslide_lit.cli import bundled_config_dir, main, resolve_bundled_configs, run, user_error
 from landslide_lit.data.composite import build_composite
 from landslide_lit.data.cube import CubeError, open_region_cube
 from landslide_lit.errors import ConfigError
@@ -299,3 +301,48 @@ def test_best_checkpoint_comes_from_the_monitoring_callback(tmp_path):
             {"state_dict": {}, "datamodule_hyper_parameters": {}, "callbacks": callbacks}, path
         )
     assert latest_best_checkpoint(tmp_path) == best
+
+
+def test_unwritable_output_folder_is_a_clear_error(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    access = os.access  # as root every folder is writable: say this one is not
+    monkeypatch.setattr(
+        "os.access", lambda path, mode: Path(path) != tmp_path and access(path, mode)
+    )
+    with pytest.raises(ConfigError, match=r"--trainer.default_root_dir \..*is not writable"):
+        run(fit_args(synthetic_root))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_full_disk_and_wrapped_errors_are_user_errors():
+    full = OSError(errno.ENOSPC, "No space left on device", "runs/x/last.ckpt")
+    assert "runs/x/last.ckpt" in str(user_error(full)) and "disk is full" in str(user_error(full))
+    cause = CheckpointError("checkpoint not found: x.ckpt")
+    try:
+        try:
+            raise cause
+        except CheckpointError as error:
+            raise RuntimeError("a callback failed") from error
+    except RuntimeError as wrapped:
+        assert user_error(wrapped) is cause
+    assert user_error(RuntimeError("a bug")) is None
+
+
+def test_parse_errors_name_the_key_the_file_and_the_closest_key(tmp_path, capsys):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("trainer:\n  max_epoch: 3\n")
+    cases = {
+        ("fit", "--config", str(typo)): f"unknown key 'trainer.max_epoch' in {typo}; did you "
+        "mean trainer.max_epochs?",
+        ("fit", "--trainer.max_epoch=3"): "unknown option --trainer.max_epoch; did you mean "
+        "--trainer.max_epochs?",
+        ("fit", "--trainer.max_epochs=abc"): "--trainer.max_epochs: expected int or null, got abc",
+        ("fit", "--ckpt_path"): "--ckpt_path needs a value",
+        ("fitt",): "unknown command 'fitt'; did you mean fit?",
+    }
+    for args, message in cases.items():
+        with pytest.raises(SystemExit) as stop:
+            main(list(args))
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err == f"error: {message}" + err[len(message) + 7 :]
+        assert err.count("error:") == 1 and "Traceback" not in err
