@@ -3,7 +3,8 @@
 Everything the package raises for a bad cube, config, region, option, checkpoint,
 encoder weights or output folder derives from :class:`LandslideLitError`; its message
 says what is wrong, which file, variable or option, and the fix. ``main()`` turns it into
-one ``error: ...`` block on stderr and a non-zero exit, never a traceback.
+one ``error: ...`` block on stderr and exits with its ``exit_code``, never a traceback
+(unless ``LANDSLIDE_LIT_TRACEBACK=1``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ from __future__ import annotations
 class LandslideLitError(Exception):
     """An error the user can fix; the message names the file, variable or option and the fix."""
 
+    exit_code: int = 2
+    """The exit status of the command this error stops (2, as argparse's usage errors)."""
+
 
 class ConfigError(LandslideLitError, ValueError):
     """An option, region or config value that cannot be used as given."""
+
+
+class OutputError(LandslideLitError):
+    """A file or folder the run must write cannot be written (read-only, full, a file)."""

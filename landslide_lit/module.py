@@ -21,13 +21,19 @@ gathered or summed, so the figures equal a single process's.
 
 from __future__ import annotations
 
+import difflib
+import os
+import socket
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import lightning as L
 import segmentation_models_pytorch as smp
+import timm
 import torch
 import torch.nn.functional as F
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from safetensors.torch import load_file
@@ -40,7 +46,7 @@ from torchmetrics.classification import (
     BinaryJaccardIndex,
 )
 
-from landslide_lit.errors import LandslideLitError
+from landslide_lit.errors import ConfigError, LandslideLitError
 
 Loss = Literal["bce", "dice", "focal", "bce+dice"]
 
@@ -123,7 +129,7 @@ class _ProbabilityHistogram(Metric):
     def __init__(self, bins: int = 65536, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if bins < 2:
-            raise ValueError(f"bins={bins}: need at least 2")
+            raise ConfigError(f"--model.auprc_bins {bins}: need at least 2 bins")
         self.bins = bins
         # counts[c, k]: pixels of class c in bin k
         self.add_state("counts", torch.zeros(2, bins, dtype=torch.long), dist_reduce_fx="sum")
@@ -196,6 +202,71 @@ class BCEWithLogits(nn.Module):
         return torch.where(keep, loss, 0.0).sum() / keep.sum().clamp_min(1)
 
 
+# Proxy variables the hub client honours: a direct connection test says nothing then.
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+_HUB_TIMEOUT_S = 10
+
+
+def check_model_names(arch: str, encoder_name: str, weights: str | None) -> None:
+    """One clear error for an architecture, encoder or weights name smp does not know."""
+    archs = [a.__name__ for a in smp.MODEL_ARCHITECTURES_MAPPING.values()]
+    if arch.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
+        raise ConfigError(_unknown_name("--model.arch", arch, archs))
+    if encoder_name.startswith("tu-"):
+        if not timm.is_model(encoder_name[3:].split(".")[0]):
+            raise ConfigError(
+                _unknown_name(
+                    "--model.encoder_name",
+                    encoder_name,
+                    [f"tu-{m}" for m in timm.list_models()],
+                    "tu-<timm model name>",
+                )
+            )
+        return
+    encoders = smp.encoders.encoders
+    if encoder_name not in encoders:
+        raise ConfigError(_unknown_name("--model.encoder_name", encoder_name, list(encoders)))
+    known = list(encoders[encoder_name]["pretrained_settings"])
+    if weights is not None and not _is_file_name(weights) and weights not in known:
+        raise ConfigError(
+            _unknown_name(
+                "--model.encoder_weights", weights, known, f"null, a file path or {known}"
+            )
+        )
+
+
+def _unknown_name(option: str, value: str, known: list[str], choices: str = "") -> str:
+    """``option VALUE is unknown; did you mean ...?`` with the closest known names."""
+    close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    listed = choices or (", ".join(known) if len(known) <= 20 else f"{len(known)} names")
+    return f"{option} {value!r} is unknown{hint} Choose from {listed}."
+
+
+def check_weights_reachable(encoder_name: str, weights: str) -> None:
+    """Raise ``OSError`` at once when smp's pretrained weights are neither cached nor reachable.
+
+    Without network the hub client retries for about half a minute before it gives up;
+    one connection attempt says the same in milliseconds (or ``_HUB_TIMEOUT_S``).
+    """
+    settings = smp.encoders.encoders.get(encoder_name, {}).get("pretrained_settings", {})
+    if weights not in settings:
+        return  # timm encoders fetch their own weights
+    repo, revision = settings[weights]["repo_id"], settings[weights]["revision"]
+    files = ("config.json", "model.safetensors")
+    if all(isinstance(try_to_load_from_cache(repo, f, revision=revision), str) for f in files):
+        return
+    if hub_constants.HF_HUB_OFFLINE:
+        raise OSError(f"HF_HUB_OFFLINE is set and {repo} is not in the Hugging Face cache")
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return
+    host = hub_constants.ENDPOINT.split("://")[-1].split("/")[0].split(":")[0]
+    try:
+        socket.create_connection((host, 443), timeout=_HUB_TIMEOUT_S).close()
+    except OSError as error:
+        raise OSError(f"cannot reach {host}: {error}") from error
+
+
 def _is_file_name(weights: str) -> bool:
     """Whether ``encoder_weights`` names a local file rather than smp weights (``imagenet``)."""
     path = Path(weights)
@@ -215,7 +286,11 @@ def load_encoder_weights(encoder: nn.Module, path: Path, in_channels: int) -> No
             f"not {type(encoder).__name__}; {path} was not loaded."
         )
     if not path.is_file():
-        raise EncoderWeightsError(f"Encoder weights file {path} does not exist.")
+        raise EncoderWeightsError(
+            f"encoder weights file {path} (--model.encoder_weights) does not exist. Give the "
+            "path of an encoder state dict, or train from scratch with "
+            "--model.encoder_weights null."
+        )
     try:
         if path.suffix == ".safetensors":
             state = load_file(path)
@@ -297,14 +372,17 @@ class LandslideSegmenter(L.LightningModule):
         """Build the smp network with one output logit per pixel."""
         hp = self.hparams
         if not hp.channel_names:
-            raise ValueError(
+            raise ConfigError(
                 "LandslideSegmenter needs the input channel names: link them from the "
                 "datamodule or pass e.g. --model.channel_names '[vv_before, vh_before, vv_after, "
                 "vh_after]'."
             )
         weights, in_channels = hp.encoder_weights, len(hp.channel_names)
         from_file = weights is not None and _is_file_name(weights)
+        check_model_names(hp.arch, hp.encoder_name, weights)
         try:
+            if weights is not None and not from_file:
+                check_weights_reachable(hp.encoder_name, weights)
             self.model = smp.create_model(
                 hp.arch,
                 encoder_name=hp.encoder_name,
@@ -339,7 +417,10 @@ class LandslideSegmenter(L.LightningModule):
         hp = self.hparams
         terms = hp.loss.split("+")
         if hp.pos_weight is not None and "bce" not in terms:
-            raise ValueError(f"pos_weight applies to BCE only, not to loss={hp.loss!r}.")
+            raise ConfigError(
+                f"--model.pos_weight applies to BCE only, not to --model.loss {hp.loss}: "
+                "drop --model.pos_weight or use --model.loss bce (or bce+dice)."
+            )
         ignore_index = IGNORE_INDEX if hp.ignore_invalid else None
         factories = {
             "bce": lambda: BCEWithLogits(hp.pos_weight, ignore_index),

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from landslide_lit.errors import ConfigError
 from landslide_lit.evaluation import (
     DEFAULT_BOOTSTRAP_SEED,
     DEFAULT_REPLICATES,
@@ -191,8 +192,8 @@ class Runner:
         try:
             run(args)
         except EncoderWeightsError as error:
-            raise SystemExit(
-                f"error: {error}\nFinished runs are kept: rerun the same command to continue."
+            raise EncoderWeightsError(
+                f"{error}\nFinished runs are kept: rerun the same command to continue."
             ) from None
         best = latest_best_checkpoint(folder)
         write_json(
@@ -326,11 +327,11 @@ def _setup(options: argparse.Namespace, extra: list[str], default_name: str) -> 
     from landslide_lit.cli import option_value, resolve_bundled_configs
 
     if options.seeds < 1:
-        raise SystemExit("error: --seeds must be at least 1")
+        raise ConfigError(f"--seeds {options.seeds}: must be at least 1")
     for arg in extra:
         option = arg.split("=", 1)[0]
         if option in RESERVED:
-            raise SystemExit(f"error: {option} is set by the runner; use {RESERVED[option]}")
+            raise ConfigError(f"{option} is set by the runner; use {RESERVED[option]}")
     extra = _absolute_paths(resolve_bundled_configs(["fit", *extra])[1:])
     name = options.name or default_name + ("_synthetic" if options.synthetic else "")
     folder = (Path(options.output) / name).resolve()
@@ -393,8 +394,8 @@ def _require_cubes(regions: Sequence[str], setup: Setup) -> None:
     if missing:
         from landslide_lit.regions import ZENODO_DOI
 
-        raise SystemExit(
-            "error: real datacubes not found: "
+        raise ConfigError(
+            "real datacubes not found: "
             + ", ".join(str(p) for p in missing)
             + f". Download them from Zenodo (DOI {ZENODO_DOI}) and unzip them into "
             f"{setup.root} (or pass --root DIR), or pass --synthetic to run on synthetic "
@@ -426,8 +427,8 @@ def _check_settings(setup: Setup, settings: dict[str, Any]) -> None:
         changed = [k for k in settings if k in before and before[k] != settings[k]]
         if changed:
             details = "; ".join(f"{k}: {before[k]} -> {settings[k]}" for k in changed)
-            raise SystemExit(
-                f"error: {setup.folder} holds runs made with other settings ({details}). "
+            raise ConfigError(
+                f"{setup.folder} holds runs made with other settings ({details}). "
                 "Use another --name, or delete that folder to start over."
             )
     write_json(path, settings)

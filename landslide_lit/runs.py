@@ -17,10 +17,19 @@ RUNS_DIR = "runs"
 # (the CLI's default) and Lightning's plain lightning_logs/version_N/checkpoints.
 CHECKPOINT_GLOBS = ("*/*/*/checkpoints", "*/*/checkpoints", "*/checkpoints")
 
-# Data settings that belong to the evaluation, not to the checkpoint. The data root and
-# `synthetic` are restored (evaluate where and on what kind of cube you trained) and
-# can be overridden like any other setting.
-EVALUATION_DATA_SETTINGS = {"test_region", "validate_region", "batch_size", "num_workers"}
+# Data settings that belong to the evaluation, not to the checkpoint. The data root is
+# restored (evaluate where you trained) and can be overridden like any other setting.
+# `synthetic` is not: a checkpoint trained on synthetic cubes must not make a later
+# evaluation synthetic; synthetic data only when this command line asks for them.
+EVALUATION_DATA_SETTINGS = {
+    "test_region",
+    "validate_region",
+    "batch_size",
+    "num_workers",
+    "synthetic",
+}
+# Model settings that shape the network: a checkpoint only loads into the same ones.
+NETWORK_SETTINGS = ("arch", "encoder_name", "model_kwargs")
 
 
 class CheckpointError(LandslideLitError, ValueError):
@@ -74,8 +83,13 @@ def checkpoint_folders(directory: str | os.PathLike = ".") -> list[Path]:
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint on the CPU, with one clear error for missing or foreign files."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(_folder_message(path))
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(
+            f"checkpoint not found: {path} (--ckpt_path). Check the path, or leave --ckpt_path "
+            "out to use the best checkpoint of the latest fit run here"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated zip, pickle garbage, wrong format...
@@ -95,6 +109,41 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             ".ckpt file written by `landslide-lit fit`"
         )
     return checkpoint
+
+
+def _folder_message(folder: Path) -> str:
+    """``--ckpt_path`` names a folder: say so and list the checkpoints found in it."""
+    found = sorted(folder.glob("*.ckpt")) + sorted(
+        c for run in checkpoint_folders(folder) for c in run.glob("*.ckpt")
+    )
+    listed = "\n".join(f"  {c}" for c in found[:20])
+    more = f"\n  ... and {len(found) - 20} more" if len(found) > 20 else ""
+    if not found:
+        return f"--ckpt_path {folder} is a folder, not a checkpoint file, and holds no .ckpt files"
+    return (
+        f"--ckpt_path {folder} is a folder, not a checkpoint file; pass one of its "
+        f"checkpoints:\n{listed}{more}"
+    )
+
+
+def checkpoint_differences(
+    checkpoint: dict[str, Any], channels: list[str], model: dict[str, Any]
+) -> list[str]:
+    """How a run's channels and network settings (:data:`NETWORK_SETTINGS` given in
+    ``model``) differ from those ``checkpoint`` was trained with, in words."""
+    differences = []
+    trained = checkpoint_channels(checkpoint)
+    if trained is not None and trained != channels:
+        differences.append(
+            f"it was trained on channels {trained}, --data.channels gives {channels}"
+        )
+    hparams = checkpoint["hyper_parameters"]
+    for key, value in model.items():
+        if key in hparams and _plain(value) != _plain(hparams[key]):
+            differences.append(
+                f"it was trained with {key} {hparams[key]!r}, --model.{key} gives {value!r}"
+            )
+    return differences
 
 
 def checkpoint_arguments(checkpoint: dict[str, Any]) -> list[str]:

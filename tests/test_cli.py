@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,14 @@ import torch
 import xarray as xr
 import yaml
 
-from landslide_lit.cli import bundled_config_dir, main, resolve_bundled_configs, run
+from landslide_lit.cli import bundled_config_dir, main, resolve_bundled_configs, run, user_error
 from landslide_lit.data.composite import build_composite
-from landslide_lit.data.cube import open_region_cube
+from landslide_lit.data.cube import CubeError, open_region_cube
+from landslide_lit.errors import ConfigError
 from landslide_lit.runs import CheckpointError, latest_best_checkpoint
 from tests.conftest import TINY_MODEL
 
+QUIET = ["--trainer.enable_progress_bar=false"]
 TABLE1 = ("sar.yaml", "sar_dem.yaml", "sar_aug.yaml", "sar_dem_aug.yaml")
 
 
@@ -56,7 +60,7 @@ def test_configs_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
     local = tmp_path / "sar.yaml"
     local.write_text("trainer: {max_epochs: 1}\n")
     assert resolve_bundled_configs(["fit", "--config", "sar.yaml"])[2] == "sar.yaml"
-    with pytest.raises(SystemExit, match="bundled configs: cpu.yaml, demo.yaml"):
+    with pytest.raises(ConfigError, match="--config nope.yaml.*bundled configs: cpu.yaml, demo"):
         resolve_bundled_configs(["fit", "--config", "nope.yaml"])
 
 
@@ -115,8 +119,9 @@ def test_test_uses_latest_run_and_restores_its_settings(
 ):
     workdir, _ = trained_run
     monkeypatch.chdir(workdir)
-    # No --ckpt_path, no --config, not even the data root: all come from the checkpoint.
-    cli = run(["test", "--region", "talakmau", "--trainer.enable_progress_bar=false"])
+    # No --ckpt_path, no --config, not even the data root: all come from the checkpoint;
+    # synthetic cubes only because this command line asks for them.
+    cli = run(["test", "--region", "talakmau", "--data.synthetic=true", *QUIET])
     assert cli.datamodule.channel_names[-1] == "dem_curvature"
     assert cli.datamodule.test_region.name == "talakmau"
     metrics = cli.trainer.callback_metrics
@@ -128,7 +133,7 @@ def test_test_uses_latest_run_and_restores_its_settings(
 def test_test_on_the_train_region_uses_its_held_out_split(trained_run, monkeypatch):
     workdir, fit = trained_run
     monkeypatch.chdir(workdir)
-    cli = run(["test", "--region", "hokkaido", "--trainer.enable_progress_bar=false"])
+    cli = run(["test", "--region", "hokkaido", "--data.synthetic=true", *QUIET])
     held_out = set(fit.datamodule.splits()["test"].tolist())
     assert set(cli.datamodule._datasets["test"][0].indices.tolist()) == held_out
     assert "test/hokkaido/auprc" in cli.trainer.callback_metrics
@@ -137,7 +142,7 @@ def test_test_on_the_train_region_uses_its_held_out_split(trained_run, monkeypat
 def test_validate_scores_the_validation_split(trained_run, monkeypatch):
     workdir, _ = trained_run
     monkeypatch.chdir(workdir)
-    cli = run(["validate", "--trainer.enable_progress_bar=false"])
+    cli = run(["validate", "--data.synthetic=true", *QUIET])
     assert "val/hokkaido/auprc" in cli.trainer.callback_metrics
 
 
@@ -155,7 +160,8 @@ def test_command_line_model_options_beat_the_checkpoints(trained_run, tmp_path, 
             "--ckpt_path",
             str(pretrained),
             "--model.val_auprc=exact",
-            "--trainer.enable_progress_bar=false",
+            "--data.synthetic=true",
+            *QUIET,
             "--trainer.logger=false",
         ]
     )
@@ -166,7 +172,7 @@ def test_command_line_model_options_beat_the_checkpoints(trained_run, tmp_path, 
 def test_predict_maps_the_whole_region(trained_run, synthetic_root, monkeypatch):
     workdir, _ = trained_run
     monkeypatch.chdir(workdir)
-    cli = run(["predict", "--region", "talakmau", "--trainer.enable_progress_bar=false"])
+    cli = run(["predict", "--region", "talakmau", "--data.synthetic=true", *QUIET])
     assert cli.trainer.predict_loop.predictions == []  # streamed to disk, not kept
     # the map lies on the cube's own grid, NaN exactly where the SAR composite has no data
     folder = workdir / cli.trainer.log_dir / "predictions"
@@ -190,19 +196,29 @@ def test_predict_maps_the_whole_region(trained_run, synthetic_root, monkeypatch)
         assert (folder / f"talakmau_landslide_probability{suffix}").stat().st_size > 0
 
 
+def test_synthetic_is_not_restored_from_the_checkpoint(trained_run, monkeypatch):
+    workdir, _ = trained_run
+    monkeypatch.chdir(workdir)
+    # trained on synthetic cubes; without --data.synthetic the real cube is looked for
+    with pytest.raises(CubeError, match="datacube for region 'talakmau' not found"):
+        run(["test", "--region", "talakmau", *QUIET])
+
+
 def test_checkpoint_with_other_channels_is_a_clear_error(trained_run, monkeypatch):
     workdir, _ = trained_run
     monkeypatch.chdir(workdir)
-    with pytest.raises(SystemExit, match=r"trained on channels \[.*dem_curvature.*--data.channels"):
+    with pytest.raises(CheckpointError, match=r"trained on channels \[.*dem_curv.*--data.chan"):
         run(["test", "--data.channels", "sar"])
 
 
-def test_no_run_to_find_is_a_clear_error(tmp_path, monkeypatch):
+def test_no_run_to_find_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match="no fit run found.*landslide-lit fit"):
         run(["test", "--region", "talakmau"])
-    with pytest.raises(SystemExit, match="error: no --ckpt_path given"):
+    with pytest.raises(SystemExit) as stop:
         main(["test"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no --ckpt_path given")
 
 
 def test_truncated_or_foreign_checkpoint_is_a_clear_error(trained_run, tmp_path, monkeypatch):
@@ -210,12 +226,12 @@ def test_truncated_or_foreign_checkpoint_is_a_clear_error(trained_run, tmp_path,
     monkeypatch.chdir(tmp_path)
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(latest_best_checkpoint(workdir).read_bytes()[:1000])
-    with pytest.raises(SystemExit, match="truncated or not a PyTorch checkpoint"):
-        main(["test", "--ckpt_path", str(truncated)])
+    with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
+        run(["test", "--ckpt_path", str(truncated)])
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(SystemExit, match="not written by landslide-lit"):
-        main(["test", "--ckpt_path", str(foreign)])
+    with pytest.raises(CheckpointError, match="not written by landslide-lit"):
+        run(["test", "--ckpt_path", str(foreign)])
 
 
 def test_synth_command_writes_the_real_file_name(tmp_path, capsys):
@@ -239,10 +255,21 @@ def test_synth_command_writes_the_real_file_name(tmp_path, capsys):
     assert (tmp_path / "synthetic" / "talakmau_indonesia.nc").is_file()
 
 
-def test_missing_cube_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+def test_missing_cube_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="error: datacube for region 'hokkaido' not found.*zenodo"):
+    with pytest.raises(SystemExit) as stop:
         main(["fit", f"--data.root={tmp_path}", "--trainer.fast_dev_run=true", *TINY_MODEL])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: datacube for region 'hokkaido' not found") and "zenodo" in err
+    assert err.count("error:") == 1 and "Traceback" not in err
+
+
+def test_traceback_switch_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LANDSLIDE_LIT_TRACEBACK", "1")
+    with pytest.raises(CheckpointError, match="no fit run found"):
+        main(["test"])
 
 
 def test_cache_clear_command(synthetic_root, tmp_path, capsys):
@@ -274,3 +301,48 @@ def test_best_checkpoint_comes_from_the_monitoring_callback(tmp_path):
             {"state_dict": {}, "datamodule_hyper_parameters": {}, "callbacks": callbacks}, path
         )
     assert latest_best_checkpoint(tmp_path) == best
+
+
+def test_unwritable_output_folder_is_a_clear_error(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    access = os.access  # as root every folder is writable: say this one is not
+    monkeypatch.setattr(
+        "os.access", lambda path, mode: Path(path) != tmp_path and access(path, mode)
+    )
+    with pytest.raises(ConfigError, match=r"--trainer.default_root_dir \..*is not writable"):
+        run(fit_args(synthetic_root))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_full_disk_and_wrapped_errors_are_user_errors():
+    full = OSError(errno.ENOSPC, "No space left on device", "runs/x/last.ckpt")
+    assert "runs/x/last.ckpt" in str(user_error(full)) and "disk is full" in str(user_error(full))
+    cause = CheckpointError("checkpoint not found: x.ckpt")
+    try:
+        try:
+            raise cause
+        except CheckpointError as error:
+            raise RuntimeError("a callback failed") from error
+    except RuntimeError as wrapped:
+        assert user_error(wrapped) is cause
+    assert user_error(RuntimeError("a bug")) is None
+
+
+def test_parse_errors_name_the_key_the_file_and_the_closest_key(tmp_path, capsys):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("trainer:\n  max_epoch: 3\n")
+    cases = {
+        ("fit", "--config", str(typo)): f"unknown key 'trainer.max_epoch' in {typo}; did you "
+        "mean trainer.max_epochs?",
+        ("fit", "--trainer.max_epoch=3"): "unknown option --trainer.max_epoch; did you mean "
+        "--trainer.max_epochs?",
+        ("fit", "--trainer.max_epochs=abc"): "--trainer.max_epochs: expected int or null, got abc",
+        ("fit", "--ckpt_path"): "--ckpt_path needs a value",
+        ("fitt",): "unknown command 'fitt'; did you mean fit?",
+    }
+    for args, message in cases.items():
+        with pytest.raises(SystemExit) as stop:
+            main(list(args))
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err == f"error: {message}" + err[len(message) + 7 :]
+        assert err.count("error:") == 1 and "Traceback" not in err

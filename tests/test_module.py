@@ -1,6 +1,7 @@
 """Tests for the LightningModule: network, losses, per-region metrics, checkpoints, weights."""
 
 import functools
+import re
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +18,7 @@ from sklearn.metrics import (
 )
 from torch.utils.data import DataLoader
 
+from landslide_lit.errors import ConfigError
 from landslide_lit.module import EncoderWeightsError, LandslideSegmenter
 
 CHANNELS = ["vv_before", "vh_before", "vv_after", "vh_after"]
@@ -269,3 +271,36 @@ def test_offline_imagenet_download_error(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(EncoderWeightsError, match="encoder_weights null") as error:
         make_model(encoder_name="resnet18", encoder_weights="imagenet")
     assert "--model.encoder_weights /path/to/encoder.pth" in str(error.value)
+
+
+def test_unreachable_hub_fails_at_once_without_the_hub_client(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the hub client was asked: it retries for half a minute")
+
+    monkeypatch.setattr("socket.create_connection", no_network)
+    monkeypatch.setattr("segmentation_models_pytorch.encoders.hf_hub_download", no_download)
+    with pytest.raises(EncoderWeightsError, match="(?s)cannot reach huggingface.co.*weights null"):
+        make_model(encoder_name="resnet18", encoder_weights="imagenet")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [
+        ({"arch": "Unett"}, "--model.arch 'Unett' is unknown; did you mean Unet"),
+        ({"encoder_name": "resnet5"}, "--model.encoder_name 'resnet5' is unknown"),
+        ({"encoder_name": "tu-resnet5"}, "--model.encoder_name 'tu-resnet5' is unknown"),
+        ({"encoder_name": "resnet18", "encoder_weights": "imagenett"}, "did you mean imagenet"),
+        ({"loss": "dice", "pos_weight": 2.0}, "--model.pos_weight applies to BCE only"),
+    ],
+)
+def test_unknown_network_names_are_config_errors(kwargs, option) -> None:
+    with pytest.raises(ConfigError, match=re.escape(option)):
+        make_model(**kwargs)

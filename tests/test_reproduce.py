@@ -16,6 +16,7 @@ import pytest
 
 import landslide_lit.cli as cli_module
 from landslide_lit.cli import run
+from landslide_lit.errors import ConfigError
 from landslide_lit.reproduce import PAPER_TABLE1, reproduce_main, transfer_main
 from tests.conftest import TINY_MODEL
 
@@ -134,7 +135,7 @@ def test_rerun_skips_finished_runs(table1, synthetic_root, monkeypatch):
     (table1 / "table.csv").unlink()
     reproduce_main(reproduce_args(synthetic_root, table1.parent, "t1"))
     assert (table1 / "table.csv").read_text() == before
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(ConfigError, match="other settings"):
         reproduce_main(reproduce_args(synthetic_root, table1.parent, "t1", "--data.stride=64"))
 
 
@@ -178,11 +179,11 @@ def test_interrupted_fit_resumes_from_last_checkpoint(synthetic_root, tmp_path, 
 
 
 def test_missing_real_cubes_and_reserved_options_are_clear_errors(tmp_path):
-    with pytest.raises(SystemExit, match=r"hokkaido_japan\.zarr.*talakmau_indonesia\.zarr"):
+    with pytest.raises(ConfigError, match=r"hokkaido_japan\.zarr.*talakmau_indonesia\.zarr"):
         reproduce_main(["--root", str(tmp_path), "--output", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--synthetic"):
+    with pytest.raises(ConfigError, match="--synthetic"):
         transfer_main(["--root", str(tmp_path), "--regions", "hokkaido", "kaikoura"])
-    with pytest.raises(SystemExit, match="use --root"):
+    with pytest.raises(ConfigError, match="use --root"):
         reproduce_main(["--synthetic", "--data.root=elsewhere"])
     with pytest.raises(SystemExit) as help_exit:
         run(["reproduce", "--help"])
