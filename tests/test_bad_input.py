@@ -103,6 +103,12 @@ class World:
     def store(self, name: str) -> Path:
         return self.root(name) / Path(get_region("hokkaido").cube).name
 
+    def folder(self, name: str) -> Path:
+        """An empty scratch folder (a data root without cubes)."""
+        folder = self.scratch / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory) -> World:
@@ -152,7 +158,7 @@ def duplicated(ds: xr.Dataset) -> xr.Dataset:
 
 def mixed_time_zones(ds: xr.Dataset) -> xr.Dataset:
     stamps = [
-        f"{t}T00:00:00{'+09:00' if i % 2 else 'Z'}"
+        f"{t}T00:00:00{'+09:00' if i % 2 else ''}"  # aware and naive: no exact reading
         for i, t in enumerate(ds["timestep"].dt.strftime("%Y-%m-%d").values)
     ]
     return ds.assign_coords(timestep=np.array(stamps, dtype=object))
@@ -192,7 +198,7 @@ def evaluate(w: World, command: str, *extra: str) -> list[str]:
 
 CASES = [
     # -- the data root and the cube ------------------------------------------------
-    Case("missing cube", lambda w: fit_args(w.scratch / "empty_root"), "hokkaido_japan.zarr"),
+    Case("missing cube", lambda w: fit_args(w.folder("empty_root")), "hokkaido_japan.zarr"),
     Case("root typo", lambda w: fit_args(str(w.good) + "x"), "--data.root"),
     Case(
         "root is a file",

@@ -540,7 +540,8 @@ class LandslideDataModule(L.LightningDataModule):
             keep=keep,
         )
         if len(chips) == 0:
-            raise CubeError(f"{path}: region {region.name!r} has {self._why_no_chips(keep, label)}")
+            why = self._why_no_chips(keep, label, region.names.landslides)
+            raise CubeError(f"{path}: region {region.name!r} has {why}")
         self._log_chips(region, chips, keep, f"built from {path}", composite.attrs)
         return chips, stats, _grid_of(composite)
 
@@ -564,7 +565,7 @@ class LandslideDataModule(L.LightningDataModule):
                 "--data.chip_size"
             )
 
-    def _why_no_chips(self, keep: Keep, label: np.ndarray) -> str:
+    def _why_no_chips(self, keep: Keep, label: np.ndarray, variable: str) -> str:
         """Why the chip grid kept nothing: the labels, or where the landslides lie."""
         if keep == "valid":
             return (
@@ -575,13 +576,14 @@ class LandslideDataModule(L.LightningDataModule):
         labelled = np.isfinite(label)
         if not labelled.any():
             return (
-                "no labelled pixel: its landslide labels are all NaN. Check that "
-                "names.landslides names the label variable"
+                f"no labelled pixel: its landslide labels ({variable!r}) are all NaN. Check "
+                "that names.landslides names the label variable"
             )
         positive = int((label > 0).sum())
         if positive == 0:
             return (
-                f"no landslide pixel: its landslide labels are all 0 ({int(labelled.sum())} "
+                f"no landslide pixel: its landslide labels ({variable!r}) are all 0 "
+                f"({int(labelled.sum())} "
                 "labelled pixels); it cannot be trained on or evaluated. To map it, use "
                 "`landslide-lit predict`"
             )

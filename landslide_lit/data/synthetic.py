@@ -61,6 +61,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from landslide_lit.errors import ConfigError
 from landslide_lit.regions import REGIONS, CubeNames, Region, get_region
 
 PIXEL_M = 10.0
@@ -396,9 +397,9 @@ def make_synthetic_cube(
     reg, preset = _preset_for(region)
     shape = preset.size if size is None else (int(size[0]), int(size[1]))
     if min(shape) < 16:
-        raise ValueError(f"size {shape} is too small; give at least 16 x 16 pixels")
+        raise ConfigError(f"--size {shape[0]} {shape[1]} is too small; give at least 16 16")
     if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        raise ConfigError(f"--seed {seed}: give a non-negative integer")
     if timestep_format not in ("datetime", "yyyymmdd"):
         raise ValueError(
             f"timestep_format must be 'datetime' or 'yyyymmdd', got {timestep_format!r}"
