@@ -342,7 +342,11 @@ def _setup(options: argparse.Namespace, extra: list[str], default_name: str) -> 
         synthetic=options.synthetic,
         seeds=list(range(options.first_seed, options.first_seed + options.seeds)),
         fit_extra=extra,
-        evaluation_extra=_evaluation_options(extra),
+        # the evaluations read the cubes the fits read: synthetic is never restored
+        evaluation_extra=[
+            *_evaluation_options(extra),
+            f"--data.synthetic={'true' if options.synthetic else 'false'}",
+        ],
         encoder_weights=weights or "the config's (imagenet for the Table 1 configs)",
     )
 

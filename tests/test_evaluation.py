@@ -156,6 +156,10 @@ def test_scores_concatenate_in_origin_order_and_round_trip(tmp_path):
 # -- the callback, through the command line --------------------------------------------
 
 
+# synthetic is never restored from a checkpoint: each evaluation asks for it
+SYNTHETIC = ["--data.synthetic=true"]
+
+
 @pytest.fixture(scope="module")
 def fitted(synthetic_root, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("evaluation_run")
@@ -179,7 +183,7 @@ def fitted(synthetic_root, tmp_path_factory):
 def test_test_writes_metrics_curve_and_panels_next_to_its_logs(fitted, monkeypatch):
     workdir, checkpoint = fitted
     monkeypatch.chdir(workdir)
-    cli = run(["test", "--region", "talakmau", "--trainer.enable_progress_bar=false"])
+    cli = run(["test", "--region", "talakmau", "--trainer.enable_progress_bar=false", *SYNTHETIC])
     folder = workdir / cli.trainer.log_dir / "evaluation" / "test_talakmau"
     metrics = json.loads((folder / "metrics.json").read_text())
     logged = cli.trainer.callback_metrics
@@ -208,6 +212,7 @@ def test_validate_without_logger_writes_to_the_default_root_dir(fitted, tmp_path
             "--trainer.logger=false",
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.enable_progress_bar=false",
+            *SYNTHETIC,
         ]
     )
     folder = tmp_path / "evaluation" / "val_hokkaido"
@@ -238,6 +243,7 @@ def test_ddp_spawn_writes_what_one_process_writes(fitted, tmp_path, monkeypatch)
         "--trainer.enable_progress_bar=false",
         "--data.batch_size=2",
         "--trainer.accelerator=cpu",
+        *SYNTHETIC,
     ]
     run([*common, f"--trainer.default_root_dir={tmp_path / 'one'}"])
     spawned = ["--trainer.strategy=ddp_spawn", "--trainer.devices=2"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -306,18 +307,23 @@ def test_ckpt_path_last_is_the_newest_last_or_slurm_checkpoint(tmp_path):
     assert config.logger[0].init_args.version is None
 
 
-def test_fit_from_a_bad_checkpoint_is_one_clear_error(synthetic_root, tmp_path, monkeypatch):
+def test_fit_from_a_bad_checkpoint_is_one_clear_error(
+    synthetic_root, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     truncated, foreign = tmp_path / "truncated.ckpt", tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.ones(10_000)}}, foreign)
     truncated.write_bytes(foreign.read_bytes()[:2000])
     fit = ["fit", f"--data.root={synthetic_root}", *FIT, "--ckpt_path"]
-    with pytest.raises(SystemExit, match="error: cannot read checkpoint .*truncated"):
-        main([*fit, str(truncated)])
-    with pytest.raises(SystemExit, match="error: .*foreign.ckpt was not written by landslide-lit"):
-        main([*fit, str(foreign)])
-    with pytest.raises(SystemExit, match="error: checkpoint not found: .*missing.ckpt"):
-        main([*fit, str(tmp_path / "missing.ckpt")])
+    for path, message in (
+        (truncated, "error: cannot read checkpoint .*truncated"),
+        (foreign, "error: .*foreign.ckpt was not written by landslide-lit"),
+        (tmp_path / "missing.ckpt", "error: checkpoint not found: .*missing.ckpt"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*fit, str(path)])
+        assert exit_info.value.code == 2
+        assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "runs").exists()
 
 
