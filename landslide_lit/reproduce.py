@@ -37,6 +37,7 @@ import numpy as np
 
 from landslide_lit.evaluation import (
     DEFAULT_BOOTSTRAP_SEED,
+    DEFAULT_METHOD,
     DEFAULT_REPLICATES,
     METHOD_NAMES,
     Scores,
@@ -311,8 +312,9 @@ def _common_parser(prog: str, description: str) -> argparse.ArgumentParser:
         "--bootstrap-method",
         "--bootstrap_method",
         choices=tuple(METHOD_NAMES),
-        default="bca",
-        help="bootstrap interval: bca (bias-corrected and accelerated, default) or percentile",
+        default=DEFAULT_METHOD,
+        help="bootstrap interval: bca (bias-corrected and accelerated) or percentile "
+        f"(default {DEFAULT_METHOD})",
     )
     return parser
 
