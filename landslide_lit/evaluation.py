@@ -406,7 +406,8 @@ def _interval(
     arithmetic is scipy.stats.bootstrap's, fed with these replicates (``n_resamples=0``
     and ``bootstrap_result``): its own draws would turn one such replicate into a NaN
     interval, and ours are the same for every model (paired differences). Cases without
-    an interval get NaN (or the estimate itself) and a note instead of a warning.
+    an interval get NaN, or the estimate itself where every replicate equals it (one
+    chip, identical chips), and a note instead of a warning.
     """
     nan = float("nan")
     finite = values[np.isfinite(values)]
@@ -415,7 +416,7 @@ def _interval(
     if values.size == 0:
         return nan, nan, "no bootstrap replicates"
     if statistic.n < 2:
-        return nan, nan, "one chip: resampling chips needs two or more"
+        return estimate, estimate, "one chip: every replicate is that chip, no interval"
     if finite.size == 0:
         return nan, nan, "no replicate drew a chip with a landslide pixel"
     if np.allclose(finite, estimate, rtol=0, atol=1e-12):
