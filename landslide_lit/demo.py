@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from landslide_lit.evaluation import Scores
+from landslide_lit.evaluation import DEFAULT_METHOD, METHOD_NAMES, Scores
 from landslide_lit.figures import plot_prediction_panels
 
 EVALUATIONS = (
@@ -93,7 +93,8 @@ def _table(
     lines += [
         "",
         "Synthetic cubes (not real Sentinel-1 data); model: SAR & DEM (AUG), demo.yaml.",
-        "AUPRC exact; 95% CI: percentile bootstrap over chips (1000 resamples).",
+        f"AUPRC exact; 95% CI: {METHOD_NAMES[DEFAULT_METHOD]} bootstrap over chips "
+        "(1000 resamples).",
         f"Checkpoint: {checkpoint}. Wall time: {elapsed / 60:.1f} min.",
         "",
     ]

@@ -38,7 +38,9 @@ import numpy as np
 from landslide_lit.errors import ConfigError
 from landslide_lit.evaluation import (
     DEFAULT_BOOTSTRAP_SEED,
+    DEFAULT_METHOD,
     DEFAULT_REPLICATES,
+    METHOD_NAMES,
     Scores,
     chip_bootstrap,
     paired_difference,
@@ -307,6 +309,14 @@ def _common_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--bootstrap-seed", "--bootstrap_seed", type=int, default=DEFAULT_BOOTSTRAP_SEED
     )
+    parser.add_argument(
+        "--bootstrap-method",
+        "--bootstrap_method",
+        choices=tuple(METHOD_NAMES),
+        default=DEFAULT_METHOD,
+        help="bootstrap interval: bca (bias-corrected and accelerated) or percentile "
+        f"(default {DEFAULT_METHOD})",
+    )
     return parser
 
 
@@ -439,7 +449,10 @@ def _check_settings(setup: Setup, settings: dict[str, Any]) -> None:
 
 
 def _pooled(
-    results: Sequence[dict[str, Any]], key: str, folders: Sequence[Path], replicates: int, seed: int
+    results: Sequence[dict[str, Any]],
+    key: str,
+    folders: Sequence[Path],
+    options: argparse.Namespace,
 ) -> dict[str, Any]:
     """Seeds of one cell: mean +- std, and the chip bootstrap of the seed-mean."""
     metrics = [r["evaluations"][key] for r in results]
@@ -456,8 +469,9 @@ def _pooled(
         [s.probability for s in scores],
         target,
         scores[0].weights(ignore_invalid),
-        replicates=replicates,
-        seed=seed,
+        replicates=options.bootstrap,
+        seed=options.bootstrap_seed,
+        method=options.bootstrap_method,
     )
     return {
         "mean": float(np.mean(values)),
@@ -619,8 +633,7 @@ def write_table1(
                 [r for _, r in chosen],
                 f"{prefix}_{region}",
                 folders,
-                options.bootstrap,
-                options.bootstrap_seed,
+                options,
             )
     keys = [f"{p}_{r}" for p, r, _ in columns]
     no_skill = {k: cells[configs[0], k]["no_skill"] for k in keys}
@@ -642,7 +655,7 @@ def write_table1(
         "",
         *_banner(setup.synthetic, paper),
         f"AUPRC (pixel-level average precision), mean ± std over {_seeds(setup)}. "
-        f"95% CI: percentile interval of the seed-mean AUPRC over "
+        f"95% CI: {METHOD_NAMES[options.bootstrap_method]} interval of the seed-mean AUPRC over "
         f"{options.bootstrap} bootstrap resamples of the chips (drawn jointly for all seeds, "
         f"seed {options.bootstrap_seed}). Published: the paper's single run"
         + ("." if paper else " (only for hokkaido -> talakmau; '-' here)."),
@@ -718,7 +731,8 @@ def write_table1(
             "",
             "## Differences (paired: both configs on the same resampled chips)",
             "",
-            "Seed-mean AUPRC of A minus B with a 95% paired chip-bootstrap interval; an "
+            "Seed-mean AUPRC of A minus B with a 95% paired chip-bootstrap "
+            f"{METHOD_NAMES[options.bootstrap_method]} interval; an "
             "interval excluding 0 is a difference these chips support. Seed-to-seed "
             "variation enters through the seed means only: with few seeds, read the ± std "
             "above too.",
@@ -845,6 +859,7 @@ def _differences(cells, configs, columns, options) -> list[tuple[str, str, str, 
                     ca["scores"][0].weights(ca["ignore_invalid"]),
                     replicates=options.bootstrap,
                     seed=options.bootstrap_seed,
+                    method=options.bootstrap_method,
                 )
             )
         out.append((label, a, b, values))
@@ -942,8 +957,7 @@ def write_transfer(
                 [r for _, r in chosen],
                 f"test_{test}",
                 folders,
-                options.bootstrap,
-                options.bootstrap_seed,
+                options,
             )
     # a test region's whole-region no skill: from any model trained elsewhere
     region_no_skill = {
@@ -955,7 +969,7 @@ def write_transfer(
         "",
         *_banner(setup.synthetic),
         f"Rows: train region; columns: test region. AUPRC mean ± std over {_seeds(setup)}, "
-        "95% chip-bootstrap "
+        f"95% chip-bootstrap {METHOD_NAMES[options.bootstrap_method]} "
         f"interval of the seed-mean ({options.bootstrap} replicates), and AUPRC / no skill "
         "of that test set. Off the diagonal the test set is every positive chip of the test "
         "region; on the diagonal (bold) it is the train region's held-out test split, "

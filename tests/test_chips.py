@@ -10,9 +10,9 @@ from landslide_lit.data.datamodule import split_indices
 CHANNELS = ("vv_before", "vh_before", "vv_after", "vh_after")
 
 
-def test_grid_drops_incomplete_edge_chips():
+def test_grid_drops_incomplete_edge_chips_and_goes_column_by_column():
     origins = grid_origins(300, 260, size=128, stride=128)
-    assert origins.tolist() == [[0, 0], [0, 128], [128, 0], [128, 128]]
+    assert origins.tolist() == [[0, 0], [128, 0], [0, 128], [128, 128]]
     assert len(grid_origins(256, 256, size=128, stride=64)) == 9
 
 
@@ -35,7 +35,7 @@ def test_valid_filter_drops_chips_without_sar_data():
     image[:, :128, :128] = np.nan  # no SAR at all in the first chip
     image[2, 128:, 128:] = np.nan  # one SAR channel missing everywhere in the last chip
     chips = extract_chips(image, None, CHANNELS, [0, 1, 2, 3], size=128, keep="valid")
-    assert chips.origins.tolist() == [[0, 128], [128, 0]]
+    assert chips.origins.tolist() == [[128, 0], [0, 128]]  # column by column
     assert chips.targets is None
     with pytest.raises(ValueError, match="needs landslide labels"):
         extract_chips(image, None, CHANNELS, [0, 1, 2, 3], size=128, keep="positive")
@@ -89,3 +89,17 @@ def test_chips_are_the_grid_slices_contiguous(stride):
             np.testing.assert_array_equal(
                 chips.targets[k].numpy(), (label[row : row + 6, col : col + 6] > 0).astype(np.uint8)
             )
+
+
+def test_block_split_does_not_depend_on_the_chip_order():
+    chips = _fake_chips(400, grid=20)
+    reverse = torch.arange(len(chips) - 1, -1, -1)
+    flipped = type(chips)(
+        chips.images[reverse], chips.targets[reverse], chips.origins[reverse], chips.channels
+    )
+    picked = [
+        {s: {tuple(o) for o in c.origins[i].tolist()} for s, i in splits.items()}
+        for c in (chips, flipped)
+        for splits in [split_indices(c, (0.7, 0.2, 0.1), 0, "block", block_pixels=512)]
+    ]
+    assert picked[0] == picked[1]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 import landslide_lit.evaluation as evaluation
 from landslide_lit.cli import run
+from landslide_lit.errors import ConfigError
 from landslide_lit.evaluation import (
+    EvaluationWriter,
     Scores,
     average_precision,
     bootstrap_replicates,
@@ -18,6 +22,7 @@ from landslide_lit.evaluation import (
     no_skill,
     paired_difference,
     precision_recall_points,
+    summarise,
 )
 from landslide_lit.runs import latest_best_checkpoint
 from tests.conftest import TINY_MODEL
@@ -136,6 +141,68 @@ def test_several_seeds_are_resampled_jointly():
     assert 0 < low <= difference <= high
 
 
+def test_bca_interval_is_efrons_formula_with_the_chip_jackknife():
+    """BCa from the replicates and the leave-one-chip-out AUPRCs, written out by hand."""
+    rng = np.random.default_rng(6)
+    (probability,), target = chips(rng, n=15)
+    interval = chip_bootstrap(probability, target, replicates=400, seed=3)
+    assert interval.method == "bca" and interval.note is None
+    _, values = bootstrap_replicates(probability, target, replicates=400, seed=3)
+    estimate = average_precision_score(target.ravel(), probability.ravel())
+    left_out = [(np.delete(target, i, 0), np.delete(probability, i, 0)) for i in range(15)]
+    jackknife = np.array([average_precision_score(t.ravel(), p.ravel()) for t, p in left_out])
+    z0 = norm.ppf(((values < estimate).sum() + (values <= estimate).sum()) / (2 * values.size))
+    u = jackknife.mean() - jackknife
+    acceleration = (u**3).sum() / (6 * ((u**2).sum()) ** 1.5)
+    z = norm.ppf([0.025, 0.975])
+    quantiles = norm.cdf(z0 + (z0 + z) / (1 - acceleration * (z0 + z)))
+    expected = np.quantile(values, quantiles)
+    assert (interval.low, interval.high) == pytest.approx(tuple(expected), abs=1e-10)
+    percentile = chip_bootstrap(probability, target, replicates=400, seed=3, method="percentile")
+    assert (percentile.low, percentile.high) == pytest.approx(
+        tuple(np.percentile(values, [2.5, 97.5])), abs=1e-12
+    )
+    assert (percentile.low, percentile.high) != (interval.low, interval.high)
+
+
+@pytest.mark.parametrize("method", ["bca", "percentile"])
+def test_degenerate_cases_give_a_note_not_a_warning(method):
+    rng = np.random.default_rng(7)
+    (probability,), target = chips(rng, n=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = chip_bootstrap(
+            np.repeat(probability[:1], 6, 0), np.repeat(target[:1], 6, 0), method=method
+        )
+        assert same.low == same.high == same.estimate and "do not vary" in same.note
+        one = chip_bootstrap(probability[:1], target[:1], method=method)
+        assert one.low == one.high == one.estimate and "one chip" in one.note
+        none = chip_bootstrap(probability, np.zeros_like(target), method=method)
+        assert np.isnan([none.estimate, none.low, none.high]).all()
+        assert "no landslide pixel" in none.note
+        alone = target.copy()
+        alone[1:] = False  # every landslide pixel in one chip: no jackknife without it
+        lonely = chip_bootstrap(probability, alone, replicates=200, method=method)
+        if method == "bca":
+            assert np.isnan(lonely.low) and "percentile" in lonely.note
+        else:
+            assert lonely.low < lonely.high and lonely.note is None
+        assert paired_difference(probability, probability, target, method=method) == (0, 0, 0)
+
+
+def test_metrics_record_the_bootstrap_method():
+    rng = np.random.default_rng(8)
+    (probability,), target = chips(rng, n=8)
+    origin = np.stack([np.arange(8) * 16, np.zeros(8, int)], 1)
+    scores = Scores(probability, target, np.ones_like(target), origin)
+    assert summarise(scores, replicates=50)["bootstrap"]["method"] == "BCa"
+    percentile = summarise(scores, replicates=50, method="percentile")
+    assert percentile["bootstrap"]["method"] == "percentile"
+    assert percentile["bootstrap"]["note"] is None
+    with pytest.raises(ConfigError, match="bootstrap_method='basic': use 'bca' or 'percentile'"):
+        EvaluationWriter(bootstrap_method="basic")
+
+
 def test_scores_concatenate_in_origin_order_and_round_trip(tmp_path):
     rng = np.random.default_rng(4)
     (probability,), target = chips(rng, n=4, size=2)
@@ -190,7 +257,7 @@ def test_test_writes_metrics_curve_and_panels_next_to_its_logs(fitted, monkeypat
     assert metrics["auprc"] == pytest.approx(float(logged["test/talakmau/auprc"]), abs=1e-6)
     assert metrics["no_skill"] == pytest.approx(float(logged["test/talakmau/no_skill"]))
     low, high = metrics["auprc_ci95"]
-    assert low <= metrics["auprc"] <= high
+    assert low <= metrics["auprc"] <= high and metrics["bootstrap"]["method"] == "BCa"
     assert metrics["checkpoint"] == str(checkpoint.resolve())
     assert metrics["chips"] == len(cli.datamodule.chips(cli.datamodule.test_region))
     assert metrics["pixels"] == metrics["chips"] * 128 * 128

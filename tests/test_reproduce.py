@@ -96,6 +96,7 @@ def test_table_has_the_configs_no_skill_and_paper_values(table1):
     assert [r["paper_auprc"] for r in rows[-2:]] == ["0.092", "0.062"]
     table = (table1 / "table.md").read_text()
     assert "SYNTHETIC CUBES" in table
+    assert "95% CI: BCa interval of the seed-mean AUPRC" in table  # --bootstrap-method
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert lines[0].split(" | ")[1:4] == [
         "hokkaido validation (train region)",

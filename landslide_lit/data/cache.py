@@ -75,8 +75,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-"""2: CRC-32 checksums in the manifest (1: SHA-256)."""
+FORMAT_VERSION = 3
+"""3: chips listed column by column, the published order (2: CRC-32 checksums in the
+manifest; 1: SHA-256)."""
 CACHE_DIR = ".chip_cache"
 USER_CACHE = Path("landslide-lit", "chip_cache")  # under $XDG_CACHE_HOME, else ~/.cache
 MANIFEST = "manifest.json"
