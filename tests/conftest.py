@@ -16,6 +16,12 @@ TINY_MODEL = [
 SIZES = {"hokkaido": (512, 512), "talakmau": (400, 392)}  # not whole chips: edges stay uncovered
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache_folder(tmp_path_factory) -> None:
+    """Chip caches that fall back to the per-user folder stay inside the test session."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user_cache"))
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> str:
     """A data root with small synthetic Hokkaido and Talakmau cubes under synthetic/."""

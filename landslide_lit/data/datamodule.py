@@ -576,7 +576,7 @@ class LandslideDataModule(L.LightningDataModule):
         labelled = np.isfinite(label)
         if not labelled.any():
             return (
-                f"no labelled pixel: its landslide labels ({variable!r}) are all NaN. Check "
+                f"no labelled pixel: its labels ({variable!r}) are all NaN. Check "
                 "that names.landslides names the label variable"
             )
         positive = int((label > 0).sum())
