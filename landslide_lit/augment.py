@@ -27,23 +27,33 @@ import torch
 from kornia.constants import Resample
 from torch import Tensor, nn
 
+from landslide_lit.errors import ConfigError
+
 Channels = Literal["sar", "all"]
 Batch = tuple[Tensor, Tensor, Tensor]
 
 
 def _check_probability(p: float) -> None:
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p={p}: a probability must lie in [0, 1]")
+        raise ConfigError(
+            f"p={p}: a probability must lie in [0, 1] (--data.augment.init_args.<transform>.p)"
+        )
 
 
 def _check_range(name: str, bounds: tuple[float, float], low: float, high: float) -> None:
     if not low <= bounds[0] <= bounds[1] <= high:
-        raise ValueError(f"{name}={bounds}: need {low} <= min <= max <= {high}")
+        raise ConfigError(
+            f"{name}={bounds}: need {low} <= min <= max <= {high} "
+            f"(--data.augment.init_args.<transform>.{name})"
+        )
 
 
 def _check_kernel(kernel_size: int) -> None:
     if kernel_size < 3 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size={kernel_size}: need an odd size >= 3")
+        raise ConfigError(
+            f"kernel_size={kernel_size}: need an odd size >= 3 "
+            "(--data.augment.init_args.<transform>.kernel_size)"
+        )
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,7 @@ class GaussianNoise:
     def __post_init__(self) -> None:
         _check_probability(self.p)
         if self.std < 0:
-            raise ValueError(f"std={self.std}: must be >= 0")
+            raise ConfigError(f"std={self.std}: must be >= 0 (--data.augment.init_args.noise.std)")
 
     def build(self) -> K.RandomGaussianNoise:
         """The per-sample kornia transform."""

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from landslide_lit.errors import ConfigError
+
 
 def run_seed() -> int:
     """The run's seed: ``PL_GLOBAL_SEED``, which ``seed_everything`` sets on every rank, or 0.
@@ -59,9 +61,10 @@ class EvaluationShard(DistributedSampler):
 
     def __init__(self, dataset: Sized, num_replicas: int = 1, rank: int = 0) -> None:
         if len(dataset) < num_replicas:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(dataset)} evaluation chips cannot be shared by {num_replicas} "
-                "processes: every process needs at least one; use fewer devices"
+                "processes: every process needs at least one; use fewer devices "
+                "(--trainer.devices, --trainer.num_nodes)"
             )
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
         self.num_samples = len(range(rank, len(dataset), num_replicas))

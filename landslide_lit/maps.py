@@ -51,6 +51,7 @@ from landslide_lit.data.windows import (
     read_raw_rows,
     remove_stale_composites,
 )
+from landslide_lit.errors import ConfigError
 from landslide_lit.module import BinnedAveragePrecision
 from landslide_lit.owners import owner_tag, remove_stale
 
@@ -94,9 +95,11 @@ class ProbabilityMapWriter(BasePredictionWriter):
         self.output_dir = output_dir
         self.formats = default_formats() if formats is None else list(dict.fromkeys(formats))
         if not self.formats:
-            raise ValueError("formats is empty: give netcdf, zarr and/or geotiff")
+            raise ConfigError(
+                "ProbabilityMapWriter formats is empty: give netcdf, zarr and/or geotiff"
+            )
         if "geotiff" in self.formats and not find_spec("rioxarray"):
-            raise ValueError(
+            raise ConfigError(
                 "formats includes geotiff, which needs rioxarray: "
                 "pip install 'landslide-lit[geotiff]' (or drop geotiff)"
             )

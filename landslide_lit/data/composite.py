@@ -131,16 +131,16 @@ def resolve_channels(channels: str | Sequence[str]) -> tuple[str, ...]:
     """
     if isinstance(channels, str):
         if channels not in CHANNEL_PRESETS:
-            raise ValueError(
-                f"channels={channels!r}: unknown preset; use one of {sorted(CHANNEL_PRESETS)} "
-                "or a list of channel names"
+            raise ConfigError(
+                f"--data.channels={channels!r}: unknown preset; use one of "
+                f"{sorted(CHANNEL_PRESETS)} or a list of channel names"
             )
         return CHANNEL_PRESETS[channels]
     names = tuple(channels)
     if not names:
-        raise ValueError("channels: the list is empty; give at least one channel")
+        raise ConfigError("--data.channels: the list is empty; give at least one channel")
     if len(set(names)) != len(names):
-        raise ValueError(f"channels={list(names)}: a channel is listed twice")
+        raise ConfigError(f"--data.channels={list(names)}: a channel is listed twice")
     return names
 
 

@@ -39,6 +39,7 @@ from landslide_lit.data.composite import (
     composite_attrs,
 )
 from landslide_lit.data.cube import CubeError, open_cube
+from landslide_lit.errors import ConfigError
 from landslide_lit.owners import owner_tag, remove_stale
 from landslide_lit.regions import Region
 
@@ -87,8 +88,8 @@ def _normalised(starts: np.ndarray, length: int, profile: np.ndarray) -> dict[in
 def check_overlap(overlap: int, size: int) -> None:
     """Raise a clear error unless 0 <= ``overlap`` < ``size``."""
     if not 0 <= overlap < size:
-        raise ValueError(
-            f"predict_overlap={overlap}: must be in [0, chip_size) = [0, {size}); "
+        raise ConfigError(
+            f"--data.predict_overlap={overlap}: must be in [0, chip_size) = [0, {size}); "
             "it is the number of pixels neighbouring prediction windows share"
         )
 
