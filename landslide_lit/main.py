@@ -85,21 +85,25 @@ def main(args: list[str] | None = None) -> None:
     """
     # sys.argv stays as it is: Lightning's DDP launcher starts the other ranks with it
     args = list(sys.argv[1:] if args is None else args)
-    if not args or args[0] in ("-h", "--help"):
-        _print_help(sys.stdout if args else sys.stderr)
-        raise SystemExit(0 if args else 2)
+    if args[:1] in (["-h"], ["--help"]):
+        _print_help(sys.stdout)
+        raise SystemExit(0)
     try:
         _dispatch(args)
     except Exception as exc:
         error = user_error(exc)
         if error is None or os.environ.get(TRACEBACK_ENV, "0") not in ("", "0"):
             raise
+        if not args:  # a bare `landslide-lit`: what there is to run, then the error
+            _print_help(sys.stderr)
         sys.stderr.write(f"error: {_message(error)}\n")
         raise SystemExit(error.exit_code) from None
 
 
 def _dispatch(args: list[str]) -> None:
     """Run the command ``args[0]``; options first go to the LightningCLI (``-c FILE fit``)."""
+    if not args:
+        raise NoCommandError("give a command first")
     configure_logging()
     name = args[0]
     if name.startswith("-"):
