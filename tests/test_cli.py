@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +115,19 @@ def test_help_lists_every_command_with_what_it_does(capsys):
     with pytest.raises(SystemExit) as stop:  # no command at all: the same list, on stderr
         main([])
     assert stop.value.code == 2 and "transfer" in capsys.readouterr().err
+
+
+def test_help_and_the_package_import_neither_torch_nor_lightning():
+    code = (
+        "import sys\n"
+        "import landslide_lit\n"
+        "from landslide_lit.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({'torch', 'lightning'} & set(sys.modules)))\n"
+        "print(all(getattr(landslide_lit, name) for name in landslide_lit.__all__))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.splitlines()[-2:] == ["[]", "True"], result.stderr
 
 
 def test_fit_writes_checkpoints_logs_and_config(trained_run):
