@@ -41,7 +41,7 @@ from landslide_lit.runs import (
     restore_from_checkpoint,
 )
 
-__all__ = ["LandslideCLI", "check_output_folders", "run"]
+__all__ = ["LandslideCLI", "run"]
 
 EVALUATION_COMMANDS = ("validate", "test", "predict")
 
@@ -207,11 +207,11 @@ class LandslideCLI(LightningCLI):
         if config.region:
             key = "validate_region" if self.subcommand == "validate" else "test_region"
             config.data[key] = config.region
-        check_output_folders(config.trainer)
+        _check_output_folders(config.trainer)
         reserve_run_version(config.trainer)
 
 
-def check_output_folders(trainer_config) -> None:
+def _check_output_folders(trainer_config) -> None:
     """Fail before any work when the run's folders cannot be written (a file, read-only)."""
     folders = [("--trainer.default_root_dir", trainer_config.get("default_root_dir") or ".")]
     loggers = trainer_config.get("logger")
