@@ -9,6 +9,11 @@ one ``error: ...`` block on stderr and exits with its ``exit_code``, never a tra
 
 from __future__ import annotations
 
+__all__ = ["TRACEBACK_ENV", "ConfigError", "LandslideLitError", "NoCommandError", "OutputError"]
+
+TRACEBACK_ENV = "LANDSLIDE_LIT_TRACEBACK"
+"""Set to 1 to see an error's traceback instead of its one-line message (bug reports)."""
+
 
 class LandslideLitError(Exception):
     """An error the user can fix; the message names the file, variable or option and the fix."""
@@ -19,6 +24,10 @@ class LandslideLitError(Exception):
 
 class ConfigError(LandslideLitError, ValueError):
     """An option, region or config value that cannot be used as given."""
+
+
+class NoCommandError(ConfigError):
+    """A command line without a command; ``main()`` lists the commands after the message."""
 
 
 class OutputError(LandslideLitError):

@@ -334,7 +334,7 @@ class Setup:
 
 
 def _setup(options: argparse.Namespace, extra: list[str], default_name: str) -> Setup:
-    from landslide_lit.cli import option_value, resolve_bundled_configs
+    from landslide_lit.argv import option_value, resolve_bundled_configs
 
     if options.seeds < 1:
         raise ConfigError(f"--seeds {options.seeds}: must be at least 1")
@@ -418,7 +418,7 @@ def _require_cubes(regions: Sequence[str], setup: Setup) -> None:
 
 
 def _fit_args(config: str, setup: Setup, seed: int, train: str, test: str) -> tuple[str, ...]:
-    from landslide_lit.cli import resolve_bundled_configs
+    from landslide_lit.argv import resolve_bundled_configs
 
     (config_path,) = resolve_bundled_configs(["fit", "--config", config])[2:]
     return (
@@ -598,7 +598,7 @@ def reproduce_main(args: list[str]) -> Path:
 
 
 def _offline_note(setup: Setup) -> None:
-    from landslide_lit.cli import option_value
+    from landslide_lit.argv import option_value
 
     if option_value(setup.fit_extra, "--model.encoder_weights") is None:
         _progress(

@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
-from landslide_lit.errors import LandslideLitError
+from landslide_lit.argv import option_value
+from landslide_lit.errors import ConfigError, LandslideLitError
+
+__all__ = [
+    "CHECKPOINT_GLOBS",
+    "EVALUATION_DATA_SETTINGS",
+    "NETWORK_SETTINGS",
+    "RUNS_DIR",
+    "CheckpointError",
+    "checkpoint_arguments",
+    "checkpoint_channels",
+    "checkpoint_differences",
+    "checkpoint_folders",
+    "latest_best_checkpoint",
+    "read_checkpoint",
+    "restore_from_checkpoint",
+]
+
+log = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
 # Checkpoint folders of runs under the working directory: runs/<name>/version_N/checkpoints
@@ -163,6 +183,35 @@ def checkpoint_arguments(checkpoint: dict[str, Any]) -> list[str]:
         if _is_json(value):
             arguments.append(f"--data.{key}={_cli_value(value)}")
     return arguments
+
+
+def restore_from_checkpoint(args: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Insert the checkpoint's settings (and path) after the command name in ``args``.
+
+    Without ``--ckpt_path`` the best checkpoint of the latest fit run here is used. The
+    checkpoint's settings come first, so options given on the command line still win.
+    """
+    ckpt_path = option_value(args, "--ckpt_path")
+    if (ckpt_path is None and "--ckpt_path" in args) or str(ckpt_path).startswith("-"):
+        raise ConfigError(
+            "--ckpt_path needs a value: the path of a .ckpt file (leave the option out to use "
+            "the best checkpoint of the latest fit run here)"
+        )
+    if ckpt_path in (None, "null", "None"):
+        ckpt_path = str(latest_best_checkpoint())
+        # every DDP rank restores (the launcher reruns the command line); one says so
+        if rank_zero_only.rank == 0:
+            log.warning("using checkpoint %s (best of the latest fit run here)", ckpt_path)
+        args = [*args, "--ckpt_path", ckpt_path]
+    checkpoint = read_checkpoint(ckpt_path)
+    # The checkpoint holds the encoder's weights: never fetch pretrained ones to overwrite.
+    restored = [
+        args[0],
+        *checkpoint_arguments(checkpoint),
+        *args[1:],
+        "--model.encoder_weights=null",
+    ]
+    return restored, checkpoint
 
 
 def checkpoint_channels(checkpoint: dict[str, Any]) -> list[str] | None:

@@ -1,6 +1,6 @@
 """Bad inputs and faults through the real entry point: one clear error each, sources untouched.
 
-Every case runs ``landslide_lit.cli.main`` in-process and checks: a non-zero exit, exactly
+Every case runs ``landslide_lit.main.main`` in-process and checks: a non-zero exit, exactly
 one ``error:`` line naming the option, file or variable (the case's expected text), no
 traceback, and the source cubes' checksum unchanged. Cubes are tiny (32 x 32, made by code);
 one tiny fit makes the checkpoint the checkpoint cases use.
@@ -19,7 +19,7 @@ import pytest
 import torch
 import xarray as xr
 
-from landslide_lit.cli import main
+from landslide_lit.main import main
 from landslide_lit.regions import get_region
 from tests.conftest import TINY_MODEL
 from tests.cubes import hand_cube

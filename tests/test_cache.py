@@ -443,8 +443,8 @@ def test_the_cache_lives_in_the_data_root_else_the_user_folder(tmp_path, monkeyp
 
 
 def test_cache_clear_empties_the_data_root_and_user_caches(tmp_path, cube, monkeypatch, capsys):
-    from landslide_lit.cli import cache_main
     from landslide_lit.data.cache import user_cache_dir
+    from landslide_lit.tools import cache_main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     for folder in (tmp_path / ".chip_cache", user_cache_dir(), tmp_path / "mine"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,12 @@ import torch
 import xarray as xr
 import yaml
 
-from landslide_lit.cli import bundled_config_dir, main, resolve_bundled_configs, run, user_error
+from landslide_lit.argv import bundled_config_dir, resolve_bundled_configs
+from landslide_lit.cli import run
 from landslide_lit.data.composite import build_composite
 from landslide_lit.data.cube import CubeError, open_region_cube
 from landslide_lit.errors import ConfigError
+from landslide_lit.main import COMMANDS, main, user_error
 from landslide_lit.runs import CheckpointError, latest_best_checkpoint
 from tests.conftest import TINY_MODEL
 
@@ -91,6 +95,39 @@ def test_help_and_print_config_list_the_choices(capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["channels"] == "sar_dem"
     assert printed["data"]["augment"]["init_args"]["noise"]["std"] > 0
+
+
+EVERY_COMMAND = {
+    *("fit", "validate", "test", "predict"),
+    *("synth", "demo", "cache", "reproduce", "transfer"),
+}
+
+
+def test_help_lists_every_command_with_what_it_does(capsys):
+    for args in (["--help"], ["-h"]):
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        out = capsys.readouterr().out
+        described = {line.split()[0] for line in out.splitlines() if len(line.split()) > 3}
+        assert stop.value.code == 0 and described >= EVERY_COMMAND
+        assert "`landslide-lit COMMAND --help`" in out
+    assert len(COMMANDS) == 9
+    with pytest.raises(SystemExit) as stop:  # no command at all: the same list, on stderr
+        main([])
+    assert stop.value.code == 2 and "transfer" in capsys.readouterr().err
+
+
+def test_help_and_the_package_import_neither_torch_nor_lightning():
+    code = (
+        "import sys\n"
+        "import landslide_lit\n"
+        "from landslide_lit.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({'torch', 'lightning'} & set(sys.modules)))\n"
+        "print(all(getattr(landslide_lit, name) for name in landslide_lit.__all__))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.splitlines()[-2:] == ["[]", "True"], result.stderr
 
 
 def test_fit_writes_checkpoints_logs_and_config(trained_run):

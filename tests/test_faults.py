@@ -37,8 +37,9 @@ from landslide_lit.checkpointing import (
     reserve_version,
     resume_checkpoint,
 )
-from landslide_lit.cli import main, run
+from landslide_lit.cli import run
 from landslide_lit.errors import LandslideLitError
+from landslide_lit.main import main
 from tests.conftest import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[1]

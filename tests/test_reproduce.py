@@ -15,8 +15,8 @@ import lightning as L
 import pytest
 
 import landslide_lit.cli as cli_module
-from landslide_lit.cli import run
 from landslide_lit.errors import ConfigError
+from landslide_lit.main import main
 from landslide_lit.reproduce import PAPER_TABLE1, reproduce_main, transfer_main
 from tests.conftest import TINY_MODEL
 
@@ -77,7 +77,7 @@ def table1(synthetic_root, tmp_path_factory):
     output = tmp_path_factory.mktemp("results")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(output)
-        run(["reproduce", *reproduce_args(synthetic_root, output, "t1")])
+        main(["reproduce", *reproduce_args(synthetic_root, output, "t1")])
     return output / "t1"
 
 
@@ -187,7 +187,7 @@ def test_missing_real_cubes_and_reserved_options_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="use --root"):
         reproduce_main(["--synthetic", "--data.root=elsewhere"])
     with pytest.raises(SystemExit) as help_exit:
-        run(["reproduce", "--help"])
+        main(["reproduce", "--help"])
     assert help_exit.value.code == 0
 
 
@@ -208,7 +208,7 @@ def four_regions(synthetic_root, tmp_path_factory):
 def test_transfer_matrix_over_four_regions(four_regions, tmp_path):
     regions = ["hokkaido", "talakmau", "kaikoura", "puerto_rico"]
     args = reproduce_args(four_regions, tmp_path, "transfer")
-    run(["transfer", *args, "--regions", *regions])
+    main(["transfer", *args, "--regions", *regions])
     folder = tmp_path / "transfer"
     rows = read_csv(folder / "matrix.csv")
     assert [(r["train_region"], r["test_region"]) for r in rows] == [
@@ -234,7 +234,7 @@ def test_transfer_matrix_over_four_regions(four_regions, tmp_path):
 def test_demo_table_has_intervals(synthetic_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     extra = [*TINY_MODEL, "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]
-    run(["demo", "--root", synthetic_root, "--output", "out", "--max_epochs", "1", *extra])
+    main(["demo", "--root", synthetic_root, "--output", "out", "--max_epochs", "1", *extra])
     table = (tmp_path / "out" / "metrics.md").read_text()
     assert "| region | chips | split | AUPRC | 95% CI | no skill | AUPRC / no skill |" in table
     assert table.count("| hokkaido |") == 2 and table.count("| talakmau |") == 1
