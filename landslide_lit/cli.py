@@ -611,7 +611,7 @@ def run(args: list[str] | None = None) -> LandslideCLI | None:
         synth_main(args[1:])
         return None
     if args and args[0] == "demo":
-        from landslide_lit.demo import demo_main
+        from landslide_lit.experiments.demo import main as demo_main
 
         demo_main(args[1:])
         return None
@@ -619,7 +619,8 @@ def run(args: list[str] | None = None) -> LandslideCLI | None:
         cache_main(args[1:])
         return None
     if args and args[0] in ("reproduce", "transfer"):
-        from landslide_lit.reproduce import reproduce_main, transfer_main
+        from landslide_lit.experiments.table1 import main as reproduce_main
+        from landslide_lit.experiments.transfer import main as transfer_main
 
         (reproduce_main if args[0] == "reproduce" else transfer_main)(args[1:])
         return None
