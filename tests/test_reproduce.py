@@ -17,7 +17,9 @@ import pytest
 import landslide_lit.cli as cli_module
 from landslide_lit.cli import run
 from landslide_lit.errors import ConfigError
-from landslide_lit.reproduce import PAPER_TABLE1, reproduce_main, transfer_main
+from landslide_lit.experiments.table1 import PAPER_TABLE1
+from landslide_lit.experiments.table1 import main as reproduce_main
+from landslide_lit.experiments.transfer import main as transfer_main
 from tests.conftest import TINY_MODEL
 
 TINY_RUN = [
