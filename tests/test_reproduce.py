@@ -17,11 +17,11 @@ import pytest
 import landslide_lit.cli as cli_module
 from landslide_lit.cli import run
 from landslide_lit.errors import ConfigError
-from landslide_lit.experiments import table1 as table1_module
+from landslide_lit.experiments import table1_report as report
 from landslide_lit.experiments import transfer as transfer_module
 from landslide_lit.experiments.cells import Bootstrap, Cell
+from landslide_lit.experiments.paper import PAPER_TABLE1
 from landslide_lit.experiments.study import ARRAY_TASK_VARIABLE, Setup
-from landslide_lit.experiments.table1 import PAPER_TABLE1
 from landslide_lit.experiments.table1 import main as reproduce_main
 from landslide_lit.experiments.transfer import main as transfer_main
 from tests.conftest import TINY_MODEL
@@ -324,24 +324,24 @@ def test_a_cell_prints_its_mean_std_interval_and_lift():
 
 def test_table1_rows_of_known_cells():
     setup = Setup(Path("/x"), Path("/data"), False, [42, 43], [], [], "none")
-    columns = table1_module.columns("hokkaido", "talakmau")
+    columns = report.columns("hokkaido", "talakmau")
     cells = {
         ("sar", columns[0].key): make_cell(0.6, 0.01),
         ("sar", columns[1].key): make_cell(0.4, 0.02, no_skill=0.05),
     }
-    table = table1_module.Table1(
+    table = report.Table1(
         setup, Bootstrap(100, 0, "bca"), ("sar",), columns, cells, "hokkaido", "talakmau"
     )
-    assert table1_module.config_row(table, "sar") == (
+    assert report.config_row(table, "sar") == (
         "| SAR | 0.600 ± 0.010 | [0.500, 0.700] | 0.618 | 0.400 ± 0.020 | [0.500, 0.700] | 0.421 |"
     )
-    assert table1_module.no_skill_row(table) == "| no skill | 0.100 |  | 0.092 | 0.050 |  | 0.062 |"
-    rows = table1_module.csv_rows(table)
+    assert report.no_skill_row(table) == "| no skill | 0.100 |  | 0.092 | 0.050 |  | 0.062 |"
+    rows = report.csv_rows(table)
     assert [(r["config"], r["region"], r["n_seeds"], r["seeds"]) for r in rows] == [
         ("sar", "hokkaido", 1, "42 43"),
         ("sar", "talakmau", 1, "42 43"),
         ("no_skill", "hokkaido", 0, ""),
         ("no_skill", "talakmau", 0, ""),
     ]
-    assert table1_module.difference_text((0.02, 0.01, 0.03)) == "+0.020 [+0.010, +0.030] *"
-    assert table1_module.difference_text((0.02, -0.01, 0.05)) == "+0.020 [-0.010, +0.050]"
+    assert report.difference_text((0.02, 0.01, 0.03)) == "+0.020 [+0.010, +0.030] *"
+    assert report.difference_text((0.02, -0.01, 0.05)) == "+0.020 [-0.010, +0.050]"
