@@ -54,15 +54,16 @@ COMMANDS: dict[str, CommandEntry] = {
         "landslide_lit.tools:synth_main", "write a synthetic cube in a region's real schema"
     ),
     "demo": CommandEntry(
-        "landslide_lit.demo:demo_main", "the whole study in miniature, on synthetic cubes, on a CPU"
+        "landslide_lit.experiments.demo:main",
+        "the whole study in miniature, on synthetic cubes, on a CPU",
     ),
     "cache": CommandEntry("landslide_lit.tools:cache_main", "clear the chip cache"),
     "reproduce": CommandEntry(
-        "landslide_lit.reproduce:reproduce_main",
+        "landslide_lit.experiments.table1:main",
         "Table 1 of Prapas et al.: four configs over seeds, with intervals (resumable)",
     ),
     "transfer": CommandEntry(
-        "landslide_lit.reproduce:transfer_main",
+        "landslide_lit.experiments.transfer:main",
         "train on each region, test on every region: the transfer matrix (resumable)",
     ),
 }

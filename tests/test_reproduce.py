@@ -16,8 +16,14 @@ import pytest
 
 import landslide_lit.cli as cli_module
 from landslide_lit.errors import ConfigError
+from landslide_lit.experiments import table1_report as report
+from landslide_lit.experiments import transfer as transfer_module
+from landslide_lit.experiments.cells import Bootstrap, Cell
+from landslide_lit.experiments.paper import PAPER_TABLE1
+from landslide_lit.experiments.study import ARRAY_TASK_VARIABLE, Setup
+from landslide_lit.experiments.table1 import main as reproduce_main
+from landslide_lit.experiments.transfer import main as transfer_main
 from landslide_lit.main import main
-from landslide_lit.reproduce import PAPER_TABLE1, reproduce_main, transfer_main
 from tests.conftest import TINY_MODEL
 
 TINY_RUN = [
@@ -244,3 +250,98 @@ def test_demo_table_has_intervals(synthetic_root, tmp_path, monkeypatch):
     assert {"talakmau_landslide_probability.nc", "talakmau_landslide_probability.png"} <= {
         p.name for p in maps.iterdir()
     }
+
+
+def test_only_runs_one_run_and_a_plain_rerun_writes_the_tables(
+    synthetic_root, tmp_path, monkeypatch, capsys
+):
+    """Two array tasks (--only, $SLURM_ARRAY_TASK_ID) run one run each, no tables; a plain
+    rerun runs nothing and tabulates."""
+    monkeypatch.delenv(ARRAY_TASK_VARIABLE, raising=False)
+    args = reproduce_args(synthetic_root, tmp_path, "array", "--configs", "sar", "sar_dem")
+    folder = tmp_path / "array"
+    assert reproduce_main([*args, "--only", "1"]) is None
+    assert (folder / "sar_dem" / "seed_42" / "result.json").is_file()
+    assert not (folder / "sar").exists() and not (folder / "table.md").exists()
+
+    monkeypatch.setenv(ARRAY_TASK_VARIABLE, "0")
+    assert reproduce_main(args) is None
+    assert (folder / "sar" / "seed_42" / "result.json").is_file()
+    assert not (folder / "table.md").exists()
+    monkeypatch.setenv(ARRAY_TASK_VARIABLE, "2")
+    with pytest.raises(ConfigError, match=r"SLURM_ARRAY_TASK_ID 2: the grid has 2 runs"):
+        reproduce_main(args)
+    capsys.readouterr()
+    reproduce_main(["--list", *args])
+    listed = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [(k, label, state) for k, label, _, state in listed] == [
+        ("0", "sar seed 42", "finished"),
+        ("1", "sar_dem seed 42", "finished"),
+    ]
+
+    monkeypatch.delenv(ARRAY_TASK_VARIABLE)
+
+    def no_runs(arguments):
+        raise AssertionError(f"a finished run was run again: {arguments[:1]}")
+
+    monkeypatch.setattr(cli_module, "run", no_runs)
+    assert reproduce_main(args) == folder / "table.md"
+    rows = read_csv(folder / "table.csv")
+    configs = ["sar", "sar", "sar_dem", "sar_dem", "no_skill", "no_skill"]
+    assert [r["config"] for r in rows] == configs
+
+
+def test_list_numbers_the_transfer_grid_without_cubes(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(ARRAY_TASK_VARIABLE, raising=False)
+    args = ["--root", str(tmp_path), "--output", str(tmp_path), "--seeds", "2"]
+    assert transfer_main([*args, "--regions", "hokkaido", "kaikoura", "--list"]) is None
+    listed = [line.split("\t")[:2] for line in capsys.readouterr().out.splitlines()]
+    assert listed == [
+        ["0", "train hokkaido seed 42"],
+        ["1", "train hokkaido seed 43"],
+        ["2", "train kaikoura seed 42"],
+        ["3", "train kaikoura seed 43"],
+    ]
+    assert not (tmp_path / "transfer").exists()  # listing writes nothing
+
+
+def make_cell(mean: float, std: float = float("nan"), **changes) -> Cell:
+    values = {"low": 0.5, "high": 0.7, "per_seed": (mean,), "no_skill": 0.1, "chips": 3}
+    return Cell(mean=mean, std=std, pixels=3 * 128 * 128, **{**values, **changes})
+
+
+def test_a_cell_prints_its_mean_std_interval_and_lift():
+    cell = make_cell(0.61234, 0.0123, per_seed=(0.6, 0.62))
+    assert (cell.mean_std(), cell.interval()) == ("0.612 ± 0.012", "[0.500, 0.700]")
+    assert cell.lift == pytest.approx(6.1234)
+    one_seed = make_cell(0.6, low=float("nan"))
+    assert (one_seed.mean_std(), one_seed.interval()) == ("0.600", "-")
+    baseline = cell.no_skill_cell()
+    assert (baseline.mean, baseline.per_seed, baseline.chips) == (0.1, (), 3)
+    assert baseline.interval() == "-" and baseline.mean_std() == "0.100"
+    assert transfer_module.cell_text(cell, diagonal=True) == "**0.612 ± 0.012 [0.500, 0.700] 6.1x**"
+
+
+def test_table1_rows_of_known_cells():
+    setup = Setup(Path("/x"), Path("/data"), False, [42, 43], [], [], "none")
+    columns = report.columns("hokkaido", "talakmau")
+    cells = {
+        ("sar", columns[0].key): make_cell(0.6, 0.01),
+        ("sar", columns[1].key): make_cell(0.4, 0.02, no_skill=0.05),
+    }
+    table = report.Table1(
+        setup, Bootstrap(100, 0, "bca"), ("sar",), columns, cells, "hokkaido", "talakmau"
+    )
+    assert report.config_row(table, "sar") == (
+        "| SAR | 0.600 ± 0.010 | [0.500, 0.700] | 0.618 | 0.400 ± 0.020 | [0.500, 0.700] | 0.421 |"
+    )
+    assert report.no_skill_row(table) == "| no skill | 0.100 |  | 0.092 | 0.050 |  | 0.062 |"
+    rows = report.csv_rows(table)
+    assert [(r["config"], r["region"], r["n_seeds"], r["seeds"]) for r in rows] == [
+        ("sar", "hokkaido", 1, "42 43"),
+        ("sar", "talakmau", 1, "42 43"),
+        ("no_skill", "hokkaido", 0, ""),
+        ("no_skill", "talakmau", 0, ""),
+    ]
+    assert report.difference_text((0.02, 0.01, 0.03)) == "+0.020 [+0.010, +0.030] *"
+    assert report.difference_text((0.02, -0.01, 0.05)) == "+0.020 [-0.010, +0.050]"

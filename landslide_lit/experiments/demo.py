@@ -18,8 +18,12 @@ import json
 import time
 from pathlib import Path
 
+from landslide_lit import cli
+from landslide_lit.atomic import write_text_atomically
 from landslide_lit.evaluation import DEFAULT_METHOD, METHOD_NAMES, Scores
 from landslide_lit.figures import plot_prediction_panels
+
+__all__ = ["EVALUATIONS", "MAP_REGION", "main"]
 
 EVALUATIONS = (
     # (command, region, stage key, split shown in the table)
@@ -30,9 +34,8 @@ EVALUATIONS = (
 MAP_REGION = "talakmau"  # mapped whole by `predict` at the end
 
 
-def demo_main(args: list[str]) -> None:
-    from landslide_lit.cli import run
-
+def main(args: list[str]) -> None:
+    """`landslide-lit demo`: fit, evaluate and map on synthetic cubes; print the table."""
     parser = argparse.ArgumentParser(prog="landslide-lit demo", description=__doc__)
     parser.add_argument("--root", default="data", help="data root for the synthetic cubes")
     parser.add_argument("--output", default="demo_output", help="folder for the table and figure")
@@ -44,7 +47,7 @@ def demo_main(args: list[str]) -> None:
     fit_args = ["fit", "--config", "demo.yaml", *common, *extra]
     if options.max_epochs is not None:
         fit_args += ["--trainer.max_epochs", str(options.max_epochs)]
-    fit = run(fit_args)
+    fit = cli.run(fit_args)
     checkpoint = fit.trainer.checkpoint_callback.best_model_path
 
     output = Path(options.output)
@@ -53,7 +56,7 @@ def demo_main(args: list[str]) -> None:
     for command, region, stage, split in EVALUATIONS:
         # without a logger, the EvaluationWriter writes to OUTPUT/evaluation/<stage>_<region>/
         evaluation = [command, "--ckpt_path", checkpoint, "--region", region, *common]
-        run([*evaluation, *quiet])
+        cli.run([*evaluation, *quiet])
         folder = output / "evaluation" / f"{stage}_{region}"
         metrics = json.loads((folder / "metrics.json").read_text())
         low, high = metrics["auprc_ci95"]
@@ -68,11 +71,11 @@ def demo_main(args: list[str]) -> None:
                 scores.target[chosen],
             )
 
-    run(["predict", "--ckpt_path", checkpoint, "--region", MAP_REGION, *common, *quiet])
+    cli.run(["predict", "--ckpt_path", checkpoint, "--region", MAP_REGION, *common, *quiet])
     elapsed = time.perf_counter() - started
     figure = plot_prediction_panels(panels, output / "predictions.png")
     table = _table(rows, elapsed, checkpoint)
-    (output / "metrics.md").write_text(table)
+    write_text_atomically(output / "metrics.md", table)
     print(table)
     print(f"figure: {figure}")
     print(f"map: {output / 'predictions' / f'{MAP_REGION}_landslide_probability.png'} (.nc)")
