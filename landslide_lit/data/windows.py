@@ -31,6 +31,7 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset
 
+from landslide_lit.data import acquisitions
 from landslide_lit.data.composite import CompositeSettings, build_composite, composite_attrs
 from landslide_lit.data.cube import CubeError, open_cube
 from landslide_lit.data.settings import sar_channel_indices
@@ -145,8 +146,8 @@ class WindowPlan:
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence the composite's warnings (short windows): said once, on the first band."""
-    logger = logging.getLogger("landslide_lit.data.acquisitions")
+    """Silence the composite's warnings (too few acquisitions): said once, by the dataset."""
+    logger = logging.getLogger(acquisitions.__name__)
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
