@@ -70,16 +70,13 @@ def floor(cube: str) -> dict:
     """Read and decompress only what the chips need, with zarr."""
     import zarr
 
-    from landslide_lit.data.composite import (
-        CompositeSettings,
-        resolve_channels,
-        select_windows,
-    )
+    from landslide_lit.data.acquisitions import select_acquisitions
+    from landslide_lit.data.composite import CompositeSettings, resolve_channels
     from landslide_lit.data.cube import open_cube, region_cube_path
 
     region, root, synthetic = _setting(cube)
     path = region_cube_path(region, root, synthetic)
-    windows = select_windows(open_cube(path, region.names), region, CompositeSettings())
+    acquisitions = select_acquisitions(open_cube(path, region.names), region, CompositeSettings())
     names = region.names
     plan = []
     terrain = {"dem_aspect": names.aspect, "dem_slope_radians": names.slope}
@@ -88,8 +85,8 @@ def floor(cube: str) -> dict:
         if channel in terrain:
             plan.append((terrain[channel], None))
         else:
-            var, window = channel.rsplit("_", 1)
-            plan += [(getattr(names, var), t) for t in getattr(windows, window)]
+            var, period = channel.rsplit("_", 1)
+            plan += [(getattr(names, var), t) for t in getattr(acquisitions, period)]
     plan.append((names.landslides, None))
     group = zarr.open_group(str(path), mode="r")
     base = reset_peak()

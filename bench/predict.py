@@ -129,7 +129,7 @@ def composite_seconds(dm) -> float:
     """One composite of the whole region, band by band as the statistics pass reads it."""
     from landslide_lit.data.windows import BAND_ROWS
 
-    windows = dm._windows(dm.test_region)
+    windows = dm.windows(dm.test_region)
     start = time.perf_counter()
     for y0 in range(0, windows.plan.height, BAND_ROWS):
         windows.read_rows(y0, min(y0 + BAND_ROWS, windows.plan.height))
@@ -160,7 +160,7 @@ def throughput(args) -> dict:
         cube_root(size), args.encoder, args.batch, args.overlap, args.workers
     )
     dm.setup("predict")
-    windows = len(dm._datasets["predict"][0])
+    windows = len(dm.datasets["predict"][0])
     shape = (windows, args.batch, dm.chip_size, len(dm.channel_names))
     # Untimed warm-up of both: imports (matplotlib, netCDF), the allocator, the worker.
     predict_seconds(dm, model, trainer)

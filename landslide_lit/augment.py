@@ -29,6 +29,20 @@ from torch import Tensor, nn
 
 from landslide_lit.errors import ConfigError
 
+__all__ = [
+    "DEFAULT_BLUR",
+    "DEFAULT_CROP",
+    "DEFAULT_MOTION_BLUR",
+    "DEFAULT_NOISE",
+    "Batch",
+    "Channels",
+    "GaussianBlur",
+    "GaussianNoise",
+    "MotionBlur",
+    "ResizedCrop",
+    "SarAugmentation",
+]
+
 Channels = Literal["sar", "all"]
 Batch = tuple[Tensor, Tensor, Tensor]
 

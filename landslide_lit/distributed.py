@@ -30,9 +30,24 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, DistributedSampler
 
 from landslide_lit.errors import ConfigError
+
+__all__ = [
+    "EvaluationShard",
+    "ResumableLoader",
+    "TrainingShard",
+    "batch_seed",
+    "fit_progress",
+    "on_rank_zero",
+    "rank_and_world",
+    "run_seed",
+    "seeded_rng",
+    "training_batch_seed",
+    "training_shard",
+]
 
 
 def run_seed() -> int:
@@ -49,6 +64,15 @@ def rank_and_world(trainer: Any) -> tuple[int, int]:
     if trainer is None:
         return 0, 1
     return trainer.global_rank, trainer.world_size
+
+
+def on_rank_zero() -> bool:
+    """Whether this process is global rank 0, which alone says what every rank would repeat.
+
+    Lightning's rank: read from the launcher's environment (``RANK``, ``LOCAL_RANK``,
+    ``SLURM_PROCID``) at import, set by the strategy once the processes are started.
+    """
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 class EvaluationShard(DistributedSampler):
@@ -128,6 +152,29 @@ class ResumableLoader(DataLoader):
     def __iter__(self) -> Iterator[Any]:
         self.sampler.set_epoch(self.progress()[0])
         return super().__iter__()
+
+
+def fit_progress(trainer: Any) -> tuple[int, int]:
+    """(epoch, batches done in it) of ``trainer``'s running fit; (0, 0) outside one."""
+    loop = getattr(trainer, "fit_loop", None)
+    if loop is None:
+        return 0, 0
+    return (
+        loop.epoch_progress.current.processed,
+        loop.epoch_loop.batch_progress.current.processed,
+    )
+
+
+def training_batch_seed(trainer: Any) -> int:
+    """Seed of a training batch's draws: run seed, global rank, batches seen before it.
+
+    The count is the fit loop's (restored from checkpoints); a trainer-like object
+    without a rank or a fit loop counts as rank 0 from batch 0.
+    """
+    rank = getattr(trainer, "global_rank", 0)
+    loop = getattr(trainer, "fit_loop", None)
+    seen = 0 if loop is None else loop.epoch_loop.batch_progress.total.ready
+    return batch_seed(run_seed(), rank, seen)
 
 
 def batch_seed(seed: int, rank: int, batches_seen: int) -> int:

@@ -45,12 +45,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK as _NETCDF_LOCK
 
 from landslide_lit import __version__
-from landslide_lit.data.windows import (
-    WindowDataset,
-    WindowPlan,
-    read_raw_rows,
-    remove_stale_composites,
-)
+from landslide_lit.data.store import read_raw_rows, remove_stale_composites
+from landslide_lit.data.windows import WindowDataset, WindowPlan
 from landslide_lit.errors import ConfigError
 from landslide_lit.module import BinnedAveragePrecision
 from landslide_lit.owners import owner_tag, remove_stale

@@ -23,6 +23,27 @@ import yaml
 
 from landslide_lit.errors import ConfigError
 
+__all__ = [
+    "CUBE_SUFFIXES",
+    "DATA_ROOT_ENV",
+    "ORBITS",
+    "REGIONS",
+    "REGION_FILE_SUFFIXES",
+    "REGION_KEYS",
+    "REQUIRED_KEYS",
+    "ZARR_MARKERS",
+    "ZENODO_DOI",
+    "CubeNames",
+    "Orbit",
+    "Region",
+    "RegionLike",
+    "checked_data_root",
+    "data_root",
+    "get_region",
+    "load_region_file",
+    "region_from_mapping",
+]
+
 ZENODO_DOI = "10.5281/zenodo.7248056"
 DATA_ROOT_ENV = "LANDSLIDE_LIT_DATA"
 CUBE_SUFFIXES = (".zarr", ".nc", ".nc4", ".netcdf", ".cdf")

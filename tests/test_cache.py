@@ -17,10 +17,11 @@ import torch
 import xarray as xr
 
 from landslide_lit.data import cache as cache_module
+from landslide_lit.data import entries
 from landslide_lit.data.cache import ChipCache, clear_cache, cube_fingerprint
 from landslide_lit.data.chips import Chips
 from landslide_lit.data.composite import CompositeSettings
-from landslide_lit.data.datamodule import ChannelStats
+from landslide_lit.data.stats import ChannelStats
 from landslide_lit.errors import ConfigError
 from landslide_lit.regions import CubeNames, Region, get_region
 
@@ -329,8 +330,8 @@ def test_a_failed_save_leaves_nothing(cache, cube, monkeypatch):
         written.append(path)
         return real_write(path, array)
 
-    real_write = cache_module._write_array
-    monkeypatch.setattr(cache_module, "_write_array", fail_on_second_array)
+    real_write = entries.write_array
+    monkeypatch.setattr(entries, "write_array", fail_on_second_array)
     key = key_of(cube)
     with pytest.raises(OSError, match="disk full"):
         cache.save(key, make_chips(), STATS, {})
@@ -428,7 +429,7 @@ def test_the_cache_lives_in_the_data_root_else_the_user_folder(tmp_path, monkeyp
     assert cache_place(tmp_path) == (ChipCache(tmp_path / ".chip_cache"), None)
     assert cache_place(tmp_path, tmp_path / "a" / "b") == (ChipCache(tmp_path / "a" / "b"), None)
     # root ignores permission bits: make the check say what a chmod 0555 root says to a user
-    monkeypatch.setattr(cache_module, "_writable", lambda folder: folder != tmp_path)
+    monkeypatch.setattr(cache_module, "writable", lambda folder: folder != tmp_path)
     assert cache_place(tmp_path) == (
         ChipCache(user_cache_dir()),
         f"the data root {tmp_path} is read-only",

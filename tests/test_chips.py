@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from landslide_lit.data.chips import extract_chips, grid_origins
-from landslide_lit.data.datamodule import split_indices
+from landslide_lit.data.splits import split_indices
 
 CHANNELS = ("vv_before", "vh_before", "vv_after", "vh_after")
 

@@ -172,7 +172,7 @@ def test_test_on_the_train_region_uses_its_held_out_split(trained_run, monkeypat
     monkeypatch.chdir(workdir)
     cli = run(["test", "--region", "hokkaido", "--data.synthetic=true", *QUIET])
     held_out = set(fit.datamodule.splits()["test"].tolist())
-    assert set(cli.datamodule._datasets["test"][0].indices.tolist()) == held_out
+    assert set(cli.datamodule.datasets["test"][0].indices.tolist()) == held_out
     assert "test/hokkaido/auprc" in cli.trainer.callback_metrics
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from landslide_lit.data.acquisitions import select_acquisitions
 from landslide_lit.data.composite import (
     CompositeSettings,
     build_composite,
     resolve_channels,
-    select_windows,
 )
 from landslide_lit.data.cube import CubeError
 from landslide_lit.errors import ConfigError
@@ -30,9 +30,9 @@ def composite_value(channel, settings=None, region=HOKKAIDO, cube=None):
 
 def test_windows_follow_event_dates_and_orbit():
     # descending: 0 (08-10), 2 (08-28), 3 (09-03) before; 4 (09-06) in neither; 6 (09-15) after
-    windows = select_windows(hand_cube(), HOKKAIDO, CompositeSettings(before=2, after=1))
+    windows = select_acquisitions(hand_cube(), HOKKAIDO, CompositeSettings(before=2, after=1))
     assert windows.before == (2, 3) and windows.after == (6,)
-    both = select_windows(hand_cube(), HOKKAIDO, CompositeSettings(before=4, orbit="both"))
+    both = select_acquisitions(hand_cube(), HOKKAIDO, CompositeSettings(before=4, orbit="both"))
     assert both.before == (0, 1, 2, 3) and both.after == (5,)
 
 
@@ -77,10 +77,10 @@ def test_recipes_against_the_published_selection(n, pre):
     times = cube["timestep"].values
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # fewer than N before
-        published = select_windows(
+        published = select_acquisitions(
             cube, HOKKAIDO, CompositeSettings(before=n, recipe="published_code")
         )
-        paper = select_windows(cube, HOKKAIDO, CompositeSettings(before=n))
+        paper = select_acquisitions(cube, HOKKAIDO, CompositeSettings(before=n))
         out = build_composite(
             cube,
             HOKKAIDO,
@@ -162,7 +162,7 @@ def test_orbit_values_spelled_out():
             "descending",
         ]
     )
-    windows = select_windows(cube, HOKKAIDO, CompositeSettings(before=2))
+    windows = select_acquisitions(cube, HOKKAIDO, CompositeSettings(before=2))
     assert windows.before == (2, 3) and windows.after == (6,)
 
 
@@ -253,9 +253,9 @@ def test_source_cube_is_not_modified():
 @pytest.mark.parametrize("block", [7, 64, 1 << 16])
 def test_streamed_mean_is_the_exact_float64_mean_of_the_logs(monkeypatch, block):
     """Block by block or not, the mean is sum(finite logs) in float64 / count, cast once."""
-    from landslide_lit.data import composite
+    from landslide_lit.data import reading
 
-    monkeypatch.setattr(composite, "BLOCK", block)
+    monkeypatch.setattr(reading, "BLOCK", block)
     rng = np.random.default_rng(3)
     cube = hand_cube(height=19, width=23)
     cube["vv"][:] = rng.gamma(4.4, 0.05, cube["vv"].shape).astype(np.float32)

@@ -16,7 +16,8 @@ import pytest
 import xarray as xr
 import zarr
 
-from landslide_lit.data.composite import CompositeSettings, build_composite, select_windows
+from landslide_lit.data.acquisitions import select_acquisitions
+from landslide_lit.data.composite import CompositeSettings, build_composite
 from landslide_lit.data.cube import (
     CubeError,
     acquisition_times,
@@ -361,7 +362,7 @@ def test_event_days_are_utc_days():
         "2018-09-09T00:00Z",
     ]
     cube = cube.assign_coords(timestep=np.array(local, dtype=object))
-    windows = select_windows(cube, HOKKAIDO, CompositeSettings(before=1, orbit="none"))
+    windows = select_acquisitions(cube, HOKKAIDO, CompositeSettings(before=1, orbit="none"))
     assert windows.before == (2,)  # 09-05T16:00Z; then 09-06T23:00Z is in neither window
     assert windows.after == (4,)  # 09-07T00:00Z
 

@@ -132,8 +132,13 @@ def test_chip_cache_is_built_once_and_reused(synthetic_root, tmp_path, caplog):
     assert torch.equal(cached.images.nan_to_num(-9), built.images.nan_to_num(-9))
     assert torch.equal(cached.targets, built.targets) and torch.equal(cached.origins, built.origins)
     assert second.region_stats(second.train_region) == first.region_stats(first.train_region)
-    assert second.grids["hokkaido"].attrs["crs"] == first.grids["hokkaido"].attrs["crs"]
-    np.testing.assert_array_equal(second.grids["hokkaido"]["x"], first.grids["hokkaido"]["x"])
+    assert (
+        second.preparer.grids["hokkaido"].attrs["crs"]
+        == first.preparer.grids["hokkaido"].attrs["crs"]
+    )
+    np.testing.assert_array_equal(
+        second.preparer.grids["hokkaido"]["x"], first.preparer.grids["hokkaido"]["x"]
+    )
     # another setting is another entry; cache=False never reads or writes one
     entries = set((root / ".chip_cache").iterdir())
     make_datamodule(str(root), composite=CompositeSettings(before=2)).chips(first.train_region)
@@ -145,8 +150,8 @@ def test_chip_cache_is_built_once_and_reused(synthetic_root, tmp_path, caplog):
 
 
 def test_channel_stats_are_numpys_nanmean_and_nanstd_to_the_bit(monkeypatch):
-    from landslide_lit.data import datamodule
-    from landslide_lit.data.datamodule import ChannelStats
+    from landslide_lit.data import stats as stats_module
+    from landslide_lit.data.stats import ChannelStats
 
     rng = np.random.default_rng(5)
     image = (rng.standard_normal((4, 37, 41)) * 300 + 7).astype(np.float32)
@@ -154,7 +159,7 @@ def test_channel_stats_are_numpys_nanmean_and_nanstd_to_the_bit(monkeypatch):
     image[1] = np.nan  # empty: mean 0, std 1
     image[2] = 3.0  # constant: std 1
     for block in (11, 1 << 16):
-        monkeypatch.setattr(datamodule, "_STATS_BLOCK", block)
+        monkeypatch.setattr(stats_module, "STATS_BLOCK", block)
         stats = ChannelStats.of(image, ["a", "b", "c", "d"], "r")
         for c in (0, 3):
             assert stats.mean[c] == float(
@@ -261,7 +266,7 @@ def test_a_region_with_its_own_cube_is_never_shadowed_by_a_synthetic_one(
     )
     with caplog.at_level(logging.INFO, logger="landslide_lit"):
         dm.prepare_data()
-        assert dm._cube_path(dm.test_region) == Path(mine["cube"])
+        assert dm.cube_path(dm.test_region) == Path(mine["cube"])
         dm.chips(dm.test_region)
     assert generated == ["hokkaido"]
     assert caplog.text.count("a region of your own reads its own cube") == 1
@@ -402,7 +407,7 @@ def test_a_read_only_data_root_puts_the_chip_cache_in_the_user_folder(
     root = root_with_cubes(synthetic_root, tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     # root ignores permission bits: the data root is read-only as far as the check tells
-    monkeypatch.setattr(cache, "_writable", lambda folder: not folder.is_relative_to(root))
+    monkeypatch.setattr(cache, "writable", lambda folder: not folder.is_relative_to(root))
     log = chips_with_log(root, caplog)
     assert log.count("chip cache in") == 1
     assert f"chip cache in {tmp_path}/xdg/landslide-lit/chip_cache: the data root {root} is " in log

@@ -151,7 +151,7 @@ def test_ddp_spawn_evaluation_equals_one_process(ddp_fit, command, tmp_path):
     spawned = evaluate(checkpoint, command, tmp_path, exact, *ddp)
     assert_same_scores(scores_of(spawned, prefix), scores_of(single, prefix))
     ranks = seen_by_rank(tmp_path, prefix)
-    n = len(single.datamodule._datasets[prefix][0])
+    n = len(single.datamodule.datasets[prefix][0])
     assert not ranks[0] & ranks[1] and len(ranks[0] | ranks[1]) == n
     assert (len(ranks[0]), len(ranks[1])) == ((n + 1) // 2, n // 2)
 

@@ -17,9 +17,12 @@ import xarray as xr
 
 from landslide_lit import maps
 from landslide_lit.data import windows as windows_module
-from landslide_lit.data.composite import CompositeSettings, build_composite, select_windows
+from landslide_lit.data.acquisitions import select_acquisitions
+from landslide_lit.data.composite import CompositeSettings, build_composite
 from landslide_lit.data.cube import CubeError, existing_cube, open_cube
-from landslide_lit.data.datamodule import ChannelStats, LandslideDataModule
+from landslide_lit.data.datamodule import LandslideDataModule
+from landslide_lit.data.stats import ChannelStats
+from landslide_lit.data.store import CompositeStore
 from landslide_lit.data.synthetic import write_synthetic_cube
 from landslide_lit.data.windows import WindowPlan
 from landslide_lit.maps import ProbabilityMapWriter
@@ -113,7 +116,7 @@ def test_streamed_statistics_equal_those_of_the_whole_composite(cube_root, small
     dm = datamodule(cube_root)
     dm.setup("predict")
     region = dm.test_region
-    composite = build_composite(open_cube(dm._windows(region).path), region, dm.channel_names)
+    composite = build_composite(open_cube(dm.cube_path(region)), region, dm.channel_names)
     expected = ChannelStats.of(composite["image"].values, dm.channel_names, region.name)
     streamed = dm.region_stats(region)
     np.testing.assert_allclose(streamed.mean, expected.mean, rtol=1e-6)
@@ -143,7 +146,7 @@ def predict(model, dm, folder: Path, **writer) -> Path:
 
 def sar_has_data(dm: LandslideDataModule) -> np.ndarray:
     region = dm.test_region
-    composite = build_composite(open_cube(dm._windows(region).path), region, dm.channel_names)
+    composite = build_composite(open_cube(dm.cube_path(region)), region, dm.channel_names)
     return np.isfinite(composite["image"].values[dm.sar_channel_indices]).all(0)
 
 
@@ -151,7 +154,7 @@ def test_a_constant_model_gives_a_constant_map_on_the_cubes_grid(cube_root, tmp_
     dm = datamodule(cube_root)
     logit = 0.3
     stem = predict(constant_model(dm.channel_names, logit), dm, tmp_path, formats=None)
-    cube = open_cube(dm._windows(dm.test_region).path)
+    cube = open_cube(dm.cube_path(dm.test_region))
     with xr.open_dataset(stem.with_suffix(".nc")) as written:
         probability = written["landslide_probability"]
         assert probability.dtype == np.float32 and probability.dims == ("y", "x")
@@ -194,7 +197,7 @@ def test_blending_matches_the_full_size_computation(cube_root, tmp_path, small_b
         # one window a batch: a forward gives the same bits as the window's alone
         dm = datamodule(cube_root, predict_overlap=overlap, batch_size=1)
         stem = predict(model, dm, tmp_path / str(overlap), formats=["netcdf", "zarr"])
-        dataset = dm._datasets["predict"][0]
+        dataset = dm.datasets["predict"][0]
         plan, placed = dataset.plan, {}
         for i in range(len(dataset)):
             item = dataset[i]
@@ -231,7 +234,7 @@ def test_predict_reads_back_the_composite_of_its_statistics_pass(cube_root, smal
     windows composited from the cube, bit for bit, and teardown removes it."""
     dm = datamodule(cube_root)
     dm.setup("predict")
-    windows = dm._datasets["predict"][0]
+    windows = dm.datasets["predict"][0]
     folder = windows.store.folder
     assert sorted(p.name for p in folder.iterdir()) == ["image.f32", "label.u8"]
     kept = [windows[i] for i in range(len(windows))]
@@ -244,7 +247,7 @@ def test_predict_reads_back_the_composite_of_its_statistics_pass(cube_root, smal
             torch.testing.assert_close(item[key], fresh[key], rtol=0, atol=0, equal_nan=True)
     dm.stats.clear()  # else known: no statistics pass, nothing kept
     dm.setup("predict")
-    folder = dm._datasets["predict"][0].store.folder
+    folder = dm.datasets["predict"][0].store.folder
     dm.teardown("predict")
     assert not folder.exists()
 
@@ -257,7 +260,7 @@ def disk_full_while_writing(monkeypatch):
     def append(self, image, label):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(windows_module.CompositeStore, "append", append)
+    monkeypatch.setattr(CompositeStore, "append", append)
 
 
 @pytest.mark.parametrize("trouble", [no_room, disk_full_while_writing])
@@ -269,7 +272,7 @@ def test_without_room_for_the_composite_predict_composites_twice(
     with caplog.at_level("WARNING", logger="landslide_lit.data.windows"):
         stem = predict(constant_model(dm.channel_names, 0.3), dm, tmp_path, formats=["netcdf"])
     assert "Set TMPDIR to a folder with more room" in caplog.text
-    assert dm._datasets["predict"][0].store is None
+    assert dm.datasets["predict"][0].store is None
     with xr.open_dataset(stem.with_suffix(".nc")) as written:
         values = written["landslide_probability"].values
     np.testing.assert_allclose(values[sar_has_data(dm)], 1 / (1 + np.exp(-0.3)), rtol=1e-6)
@@ -281,7 +284,7 @@ def cube_with_after_image_missing(root: Path, tmp_path: Path, rows: slice) -> Pa
     names = region.names
     with open_cube(existing_cube(region, root, synthetic=True), names) as cube:
         cube = cube.load()
-    after = select_windows(cube, region, CompositeSettings()).after[0]
+    after = select_acquisitions(cube, region, CompositeSettings()).after[0]
     for var in (names.vv, names.vh):
         values = cube[var].values.copy()
         values[after, rows] = np.nan

@@ -15,7 +15,9 @@ import torch
 from landslide_lit.data.chips import Chips
 from landslide_lit.data.composite import build_composite
 from landslide_lit.data.cube import open_cube, region_cube_path
-from landslide_lit.data.datamodule import SPLITS, LandslideDataModule, split_indices
+from landslide_lit.data.datamodule import LandslideDataModule
+from landslide_lit.data.splits import split_indices
+from landslide_lit.stages import SPLITS
 
 xbatcher = pytest.importorskip("xbatcher")  # in the dev extra
 

@@ -15,8 +15,14 @@ import xarray as xr
 from scipy import ndimage
 
 from landslide_lit.data import synthetic
-from landslide_lit.data.cube import chunk_layouts, open_cube, present_chunks
-from landslide_lit.data.synthetic import PRESETS, make_synthetic_cube, write_synthetic_cube
+from landslide_lit.data.chunks import chunk_layouts, present_chunks
+from landslide_lit.data.cube import open_cube
+from landslide_lit.data.synthetic import (
+    PRESETS,
+    make_synthetic_cube,
+    synthetic_landslides,
+    write_synthetic_cube,
+)
 from landslide_lit.regions import REGIONS, CubeNames, Region
 
 SIZE = (512, 512)  # 16 chips of 128 x 128: enough for chip statistics, ~1 s per region
@@ -63,8 +69,7 @@ def chip_counts(landslides: np.ndarray) -> np.ndarray:
 
 def default_landslides(region: str) -> np.ndarray:
     """The landslide mask of the region's default-size cube (seed 0), without backscatter."""
-    reg, preset = synthetic._preset_for(region)
-    return synthetic._make_scene(preset, preset.size, synthetic._streams(reg.name, 0)).slides
+    return synthetic_landslides(region)
 
 
 def spans_event(pair: str, region: str) -> bool:

@@ -1,8 +1,9 @@
 """An on-disk cache of a region's chips, channel statistics and map grid, built once.
 
 Building composites and cutting chips is the cold start of every run. An entry
-holds everything :meth:`LandslideDataModule.chips` derives from one cube, and is
-named by a digest of every input that determines it (see :meth:`ChipCache.key`)::
+holds everything that chip preparation (:mod:`~landslide_lit.data.preparation`) derives
+from one cube, and is named by a digest of every input that determines it (see
+:meth:`ChipCache.key`)::
 
     <root>/<64 hex digits>/
         manifest.json   key ingredients, chip count and channels, channel
@@ -27,7 +28,9 @@ Use::
         ...  # build chips, stats, grid_info
         cache.save(key, chips, stats, grid_info)
 
-An entry is written into a hidden temporary directory and renamed into place, so
+An entry is written into a hidden temporary directory and renamed into place (a folder
+renamed with ``os.rename``, which never replaces an entry already there, hence not
+:func:`~landslide_lit.atomic.write_atomically`, which replaces files), so
 a crashed or killed process never leaves a partial entry under a digest name, and
 of two processes saving the same key the first rename wins and the second discards
 its copy. :meth:`ChipCache.load` checks the manifest, every shape, dtype and
@@ -39,14 +42,13 @@ cold start), and take more on cluster file systems. The checksum is CRC-32 (4 GB
 it catches torn writes and flipped bits); a cryptographic hash would protect nothing
 more, since the manifest that holds it is not signed.
 
-Bump :data:`FORMAT_VERSION` when the layout, or the chips that the composite and
-chip code make from the same inputs, change.
+The entry's files, and :data:`~landslide_lit.data.entries.FORMAT_VERSION`, are
+:mod:`~landslide_lit.data.entries`'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -55,60 +57,43 @@ import re
 import shutil
 import time
 import uuid
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-import numpy as np
-import torch
+from typing import Any
 
 from landslide_lit import __version__
 from landslide_lit.data.chips import Chips, Keep
-from landslide_lit.data.composite import CompositeSettings
+from landslide_lit.data.entries import (
+    FORMAT_VERSION,
+    CacheEntry,
+    CacheKey,
+    read_entry,
+    write_entry,
+)
+from landslide_lit.data.settings import CompositeSettings
+from landslide_lit.data.stats import ChannelStats
+from landslide_lit.distributed import on_rank_zero
 from landslide_lit.errors import ConfigError
 from landslide_lit.regions import Region, data_root
 
-if TYPE_CHECKING:
-    from landslide_lit.data.datamodule import ChannelStats
+__all__ = [
+    "CACHE_DIR",
+    "ChipCache",
+    "cache_place",
+    "clear_cache",
+    "cube_fingerprint",
+    "user_cache_dir",
+    "writable",
+]
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3
-"""3: chips listed column by column, the published order (2: CRC-32 checksums in the
-manifest; 1: SHA-256)."""
 CACHE_DIR = ".chip_cache"
 USER_CACHE = Path("landslide-lit", "chip_cache")  # under $XDG_CACHE_HOME, else ~/.cache
-MANIFEST = "manifest.json"
 TEMP_PREFIX = ".tmp-"
 STALE_TEMP_SECONDS = 3600
-ARRAY_MARKER = "__npy__"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class CacheKey:
-    """An entry's name and the canonical JSON of the inputs it was derived from."""
-
-    digest: str
-    canonical: str
-
-    @property
-    def ingredients(self) -> dict[str, Any]:
-        return json.loads(self.canonical)
-
-
-class CacheEntry(NamedTuple):
-    """What an entry holds: the chips, the region's channel statistics and its grid."""
-
-    chips: Chips
-    stats: ChannelStats
-    grid_info: dict[str, Any]
-
-
-class CorruptEntryError(ValueError):
-    """An entry whose files do not match its manifest."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +155,7 @@ class ChipCache:
         if not path.is_dir():
             return None
         try:
-            entry = _read_entry(path, key)
+            entry = read_entry(path, key)
         except Exception as error:  # anything unreadable is a cache miss, never a crash
             log.warning(
                 "chip cache entry %s is unusable (%s: %s); removing it",
@@ -180,7 +165,8 @@ class ChipCache:
             )
             self._discard(path)
             return None
-        log.info("chip cache: %d chips from %s", len(entry.chips), path)
+        if on_rank_zero():  # every rank reads the entry
+            log.info("chip cache: %d chips from %s", len(entry.chips), path)
         return entry
 
     def save(
@@ -204,15 +190,18 @@ class ChipCache:
         tmp = self.root / f"{TEMP_PREFIX}{key.digest[:12]}-{uuid.uuid4().hex}"
         tmp.mkdir()  # not tempfile.mkdtemp: the entry keeps the umask's permissions
         try:
-            _write_entry(tmp, key, chips, stats, grid_info)
+            write_entry(tmp, key, chips, stats, grid_info)
             try:
-                os.rename(tmp, final)
+                os.rename(tmp, final)  # not os.replace: an entry already there is kept
+                saved = True
             except OSError:
                 if not final.is_dir():
                     raise
-                log.info("chip cache entry %s was saved by another process; keeping it", final)
-            else:
+                saved = False
+            if saved and on_rank_zero():  # said once, not by every rank that saves
                 log.info("chip cache: saved %d chips to %s", len(chips), final)
+            elif on_rank_zero():
+                log.info("chip cache entry %s was saved by another process; keeping it", final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
         return final
@@ -273,7 +262,7 @@ def cache_place(
         nearest = next(p for p in (path, *path.parents) if p.exists())  # made on first save
         if not nearest.is_dir():
             raise ConfigError(f"--data.cache_dir {path}: {nearest} is a file; give a folder")
-        if not _writable(nearest):
+        if not writable(nearest):
             raise ConfigError(
                 f"--data.cache_dir {path}: {nearest} is read-only; give a folder you can write"
             )
@@ -282,7 +271,7 @@ def cache_place(
     under = base / CACHE_DIR
     if not base.is_dir():
         reason = f"the data root {base} does not exist"
-    elif not _writable(under if under.exists() else base):
+    elif not writable(under if under.exists() else base):
         reason = f"{under if under.exists() else f'the data root {base}'} is read-only"
     else:
         return ChipCache(under), None
@@ -295,7 +284,7 @@ def user_cache_dir() -> Path:
     return Path(base).expanduser() / USER_CACHE
 
 
-def _writable(folder: Path) -> bool:
+def writable(folder: Path) -> bool:
     """Whether this process may create entries in ``folder`` (a read-only mount counts)."""
     return os.access(folder, os.W_OK | os.X_OK)
 
@@ -345,107 +334,3 @@ def _list_files(folder: str, prefix: str, listing: list[tuple[str, int, int]]) -
             else:
                 stat = entry.stat()
                 listing.append((prefix + entry.name, stat.st_size, stat.st_mtime_ns))
-
-
-# -- entry files ----------------------------------------------------------------
-
-
-def _write_entry(
-    folder: Path, key: CacheKey, chips: Chips, stats: ChannelStats, grid_info: dict[str, Any]
-) -> None:
-    arrays = {"images": chips.images.numpy(), "origins": chips.origins.numpy()}
-    if chips.targets is not None:
-        arrays["targets"] = chips.targets.numpy()
-    grid_arrays: dict[str, np.ndarray] = {}
-    grid_json = _extract_arrays(grid_info, grid_arrays)
-    arrays.update(grid_arrays)
-    files = {f"{name}.npy": _write_array(folder / f"{name}.npy", a) for name, a in arrays.items()}
-    manifest = {
-        "format": FORMAT_VERSION,
-        "digest": key.digest,
-        "ingredients": key.ingredients,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "chips": {"count": len(chips), "channels": list(chips.channels)},
-        "stats": {"mean": list(stats.mean), "std": list(stats.std)},
-        "grid_info": grid_json,
-        "files": files,
-    }
-    with open(folder / MANIFEST, "xb") as file:
-        file.write(json.dumps(manifest, indent=1).encode())
-
-
-def _read_entry(folder: Path, key: CacheKey) -> CacheEntry:
-    from landslide_lit.data.datamodule import ChannelStats  # datamodule may import this module
-
-    manifest = json.loads((folder / MANIFEST).read_text())
-    if manifest["digest"] != key.digest:
-        raise CorruptEntryError(f"its manifest is not that of key {key.digest}")
-    arrays = {
-        name.removesuffix(".npy"): _read_array(folder / name, meta)
-        for name, meta in manifest["files"].items()
-    }
-    targets = arrays.get("targets")
-    chips = Chips(
-        images=torch.from_numpy(arrays["images"]),
-        targets=None if targets is None else torch.from_numpy(targets),
-        origins=torch.from_numpy(arrays["origins"]),
-        channels=tuple(manifest["chips"]["channels"]),
-    )
-    if len(chips) != manifest["chips"]["count"]:
-        raise CorruptEntryError(f"{len(chips)} chips, the manifest says {manifest['chips']}")
-    stats = ChannelStats(tuple(manifest["stats"]["mean"]), tuple(manifest["stats"]["std"]))
-    return CacheEntry(chips, stats, _insert_arrays(manifest["grid_info"], arrays))
-
-
-def _write_array(path: Path, array: np.ndarray) -> dict[str, Any]:
-    array = np.asarray(array, order="C")
-    with open(path, "xb") as file:
-        np.save(file, array, allow_pickle=False)
-    return {"shape": list(array.shape), "dtype": array.dtype.str, "crc32": _checksum(array)}
-
-
-def _read_array(path: Path, meta: dict[str, Any]) -> np.ndarray:
-    array = np.load(path, mmap_mode=None, allow_pickle=False)
-    if list(array.shape) != meta["shape"] or array.dtype.str != meta["dtype"]:
-        raise CorruptEntryError(
-            f"{path.name} is {array.dtype.str} {list(array.shape)}, "
-            f"the manifest says {meta['dtype']} {meta['shape']}"
-        )
-    if _checksum(array) != meta["crc32"]:
-        raise CorruptEntryError(f"{path.name} fails its CRC-32 checksum")
-    return array
-
-
-def _checksum(array: np.ndarray) -> int:
-    """CRC-32 of a C-contiguous array's bytes (any dtype, datetimes included)."""
-    return zlib.crc32(array.reshape(-1).view(np.uint8))
-
-
-def _extract_arrays(value: Any, arrays: dict[str, np.ndarray]) -> Any:
-    """``value`` as JSON, each numpy array moved into ``arrays`` and left as a marker."""
-    if isinstance(value, np.ndarray):
-        name = f"grid_{len(arrays)}"
-        arrays[name] = value
-        return {ARRAY_MARKER: name}
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError(f"grid_info: dict keys must be str, got {list(value)}")
-        return {k: _extract_arrays(v, arrays) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_extract_arrays(v, arrays) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    raise TypeError(f"grid_info: cannot store a {type(value).__name__}")
-
-
-def _insert_arrays(value: Any, arrays: dict[str, np.ndarray]) -> Any:
-    """The inverse of :func:`_extract_arrays`."""
-    if isinstance(value, dict):
-        if set(value) == {ARRAY_MARKER}:
-            return arrays[value[ARRAY_MARKER]]
-        return {k: _insert_arrays(v, arrays) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_insert_arrays(v, arrays) for v in value]
-    return value

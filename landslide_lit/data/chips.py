@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
+__all__ = ["Chips", "Keep", "extract_chips", "grid_origins"]
+
 Keep = Literal["positive", "valid"]
 
 
@@ -76,12 +78,12 @@ def extract_chips(
         raise ValueError(
             f"the composite ({height} x {width} pixels) is smaller than one {size} x {size} chip"
         )
-    windows = sliding_window_view(image, (size, size), axis=(1, 2))[:, ::stride, ::stride]
+    grid = sliding_window_view(image, (size, size), axis=(1, 2))[:, ::stride, ::stride]
     positive = None
     if label is not None:
         target = label > 0  # NaN compares False: no landslide
-        label_windows = sliding_window_view(target, (size, size))[::stride, ::stride]
-        positive = label_windows.any(axis=(-2, -1))
+        label_grid = sliding_window_view(target, (size, size))[::stride, ::stride]
+        positive = label_grid.any(axis=(-2, -1))
     if keep == "positive":
         if positive is None:
             raise ValueError(
@@ -97,13 +99,13 @@ def extract_chips(
     # ``selected`` is (grid rows, grid columns); its transpose, flattened, lists the grid
     # column by column, as grid_origins does.
     index = np.flatnonzero(selected.T)
-    cols, rows = np.divmod(index, windows.shape[1])
+    cols, rows = np.divmod(index, grid.shape[1])
     # (C, rows, cols, S, S) -> (rows, cols, C, S, S): the two grid axes first, so a chip is
     # one item of the grid, copied without a transposed copy in between.
-    images = _gather(windows.transpose(1, 2, 0, 3, 4), rows, cols)
+    images = _gather(grid.transpose(1, 2, 0, 3, 4), rows, cols)
     targets = None
     if label is not None:  # bool and uint8 share their bytes: 1 where positive
-        targets = torch.from_numpy(label_windows[rows, cols].view(np.uint8))
+        targets = torch.from_numpy(label_grid[rows, cols].view(np.uint8))
     return Chips(
         images=torch.from_numpy(images),
         targets=targets,

@@ -1,5 +1,9 @@
 """LightningDataModule: region cubes -> composites -> chips -> splits -> batches.
 
+The module holds the settings, sets up the datasets of each stage, makes their loaders and
+prepares batches on the device; a :class:`~landslide_lit.data.preparation.ChipPreparer`
+turns regions into chips (cubes, chip cache, composites, statistics).
+
 Chips are held in memory as one compact tensor per region, unnormalised (NaN
 where there is no data). Standardisation, the valid-pixel mask and the
 augmentations run on the device in :meth:`on_after_batch_transfer`, so the
@@ -9,257 +13,39 @@ setup and restore steps.
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
-import xarray as xr
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from landslide_lit.augment import SarAugmentation
-from landslide_lit.data.cache import CacheKey, ChipCache, cache_place
-from landslide_lit.data.chips import Chips, Keep, extract_chips
-from landslide_lit.data.composite import (
-    SAR_CHANNELS,
-    CompositeSettings,
-    build_composite,
-    resolve_channels,
-)
-from landslide_lit.data.cube import CubeError, existing_cube, open_cube, region_cube_path
-from landslide_lit.data.windows import WindowDataset, check_overlap
+from landslide_lit.data.chips import Chips, Keep
+from landslide_lit.data.composite import CompositeSettings
+from landslide_lit.data.options import channel_names, check_options
+from landslide_lit.data.preparation import ChipPreparer
+from landslide_lit.data.settings import sar_channel_indices
+from landslide_lit.data.splits import ChipDataset, SplitMethod, split_dataset, split_indices
+from landslide_lit.data.stats import ChannelStats, standardise
+from landslide_lit.data.windows import WindowDataset
 from landslide_lit.distributed import (
     EvaluationShard,
     ResumableLoader,
-    batch_seed,
+    fit_progress,
     rank_and_world,
     run_seed,
     seeded_rng,
+    training_batch_seed,
     training_shard,
 )
 from landslide_lit.errors import ConfigError
-from landslide_lit.regions import Region, checked_data_root, get_region
+from landslide_lit.regions import Region, get_region
+from landslide_lit.stages import COMMAND_OF_RUNNING_STAGE, EVALUATED_BY, Command, Split
 
-log = logging.getLogger(__name__)
-
-Split = Literal["train", "val", "test"]
-SPLITS: tuple[Split, ...] = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class ChannelStats:
-    """Per-channel mean and standard deviation over a region's valid pixels."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @classmethod
-    def of(cls, image: np.ndarray, channels: Sequence[str], region: str) -> ChannelStats:
-        # Channel by channel, one copy of a plane for both moments (see _nan_mean_std).
-        mean, std = np.array([_nan_mean_std(image[c]) for c in range(len(image))]).T
-        return cls.from_moments(mean, std, channels, region)
-
-    @classmethod
-    def from_moments(
-        cls, mean: np.ndarray, std: np.ndarray, channels: Sequence[str], region: str
-    ) -> ChannelStats:
-        """Statistics from per-channel moments; constant or empty channels standardise to 0."""
-        unusable = ~np.isfinite(std) | (std == 0)
-        for channel in np.asarray(channels)[unusable]:
-            log.warning(
-                "%s: channel %s is constant or empty; it standardises to 0", region, channel
-            )
-        return cls(
-            mean=tuple(np.where(np.isfinite(mean), mean, 0.0).tolist()),
-            std=tuple(np.where(unusable, 1.0, std).tolist()),
-        )
-
-
-def _nan_mean_std(plane: np.ndarray) -> tuple[float, float]:
-    """``np.nanmean`` and ``np.nanstd`` (float64) of a (y, x) plane, the same bits, in one go.
-
-    numpy's two calls each copy the plane with NaN set to 0, find the NaN and sum the copy;
-    here that is done once. The arithmetic is numpy's own: the float64 sum of the zeroed
-    float32 copy by the same reduction call, over the count of non-NaN pixels; deviations
-    from the mean computed in float64 and stored as float32, squared, summed in float64.
-    The per-pixel steps go block by block, so their temporaries stay in the CPU cache.
-    An all-NaN plane gives NaN for both, without numpy's warnings.
-    """
-    nan = np.isnan(plane)
-    zeroed = np.where(nan, plane.dtype.type(0), plane)  # numpy's copy, in the plane's dtype
-    count = nan.size - np.count_nonzero(nan)
-    cube = zeroed[None]  # numpy's nan-reductions sum a (1, y, x) channel over axes (1, 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.sum(cube, axis=(1, 2), dtype=np.float64, keepdims=True) / count
-        flat, mask = zeroed.reshape(-1), nan.reshape(-1)
-        for s in range(0, flat.size, _STATS_BLOCK):
-            block = flat[s : s + _STATS_BLOCK]
-            np.subtract(block, mean.reshape(()), out=block, casting="unsafe")
-            np.copyto(block, 0, where=mask[s : s + _STATS_BLOCK])
-            np.multiply(block, block, out=block)
-        var = np.sum(cube, axis=(1, 2), dtype=np.float64) / count
-    return float(mean.reshape(())), float(np.sqrt(var)[0])
-
-
-_STATS_BLOCK = 1 << 16
-
-
-def _grid_of(composite: xr.Dataset) -> xr.Dataset:
-    """The composite without its arrays: y/x (and other spatial) coordinates, attributes."""
-    grid = composite.drop_vars(["image", "label", "channel"], errors="ignore")
-    _, y, x = composite["image"].dims
-    grid.attrs["dims"] = (y, x)
-    grid.attrs["shape"] = (composite.sizes[y], composite.sizes[x])
-    return grid
-
-
-def _save_quietly(
-    cache: ChipCache, key: CacheKey, chips: Chips, stats: ChannelStats, grid: xr.Dataset
-) -> None:
-    """Save a cache entry; a failed write (full disk, permissions) costs a rebuild, not the run."""
-    try:
-        cache.save(key, chips, stats, grid.to_dict(data="array"))
-    except OSError as error:
-        log.warning(
-            "chip cache: could not save %s (%s); the chips will be built again next time",
-            cache.path(key),
-            error,
-        )
-
-
-class ChipDataset(Dataset):
-    """A view on some chips of one region; items are dicts of tensors."""
-
-    def __init__(self, chips: Chips, indices: torch.Tensor | None = None) -> None:
-        self.chips = chips
-        self.indices = torch.arange(len(chips)) if indices is None else indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        i = self.indices[item]
-        sample = {"image": self.chips.images[i], "origin": self.chips.origins[i]}
-        if self.chips.targets is not None:
-            sample["target"] = self.chips.targets[i]
-        return sample
-
-
-def split_indices(
-    chips: Chips,
-    fractions: tuple[float, float, float],
-    seed: int,
-    method: Literal["random", "block"],
-    block_pixels: int,
-) -> dict[Split, torch.Tensor]:
-    """Train/val/test indices of ``chips``.
-
-    ``random`` reproduces the published split: ``torch.utils.data.random_split``
-    with lengths ``int(0.7 n)``, ``int(0.2 n)`` and the rest, and a generator
-    seeded 42 (Hokkaido: 216/61/32). ``block`` assigns whole square blocks of
-    ``block_pixels`` to one split, so neighbouring chips never straddle train
-    and validation.
-    """
-    n = len(chips)
-    generator = torch.Generator().manual_seed(seed)
-    if method == "random":
-        n_train, n_val = int(fractions[0] * n), int(fractions[1] * n)
-        order = torch.randperm(n, generator=generator)
-        bounds = (0, n_train, n_train + n_val, n)
-    else:
-        block_id = torch.unique(chips.origins // block_pixels, dim=0, return_inverse=True)[1]
-        block_rank = torch.randperm(int(block_id.max()) + 1, generator=generator).argsort()
-        chip_rank = block_rank[block_id]
-        order = torch.argsort(chip_rank, stable=True)
-        # chip counts at block boundaries; each cut goes to the boundary nearest its fraction
-        ends = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(chip_rank).cumsum(0)])
-        n_train = _nearest(ends, fractions[0] * n, at_least=0)
-        n_val_end = _nearest(ends, (fractions[0] + fractions[1]) * n, at_least=n_train)
-        bounds = (0, n_train, n_val_end, n)
-    return {split: order[bounds[i] : bounds[i + 1]] for i, split in enumerate(SPLITS)}
-
-
-def _nearest(ends: torch.Tensor, target: float, at_least: int) -> int:
-    candidates = ends[ends >= at_least]
-    return int(candidates[(candidates - target).abs().argmin()])
-
-
-def _check_options(
-    *,
-    chip_size: int,
-    stride: int | None,
-    predict_overlap: int,
-    batch_size: int,
-    num_workers: int,
-    block_chips: int,
-    split_fractions: Sequence[float],
-    keep: str,
-    split: str,
-    norm_stats: str,
-) -> None:
-    """One :class:`ConfigError` naming the first option that makes no sense.
-
-    ``chip_size`` comes before ``predict_overlap``, whose range it sets.
-    """
-    _at_least(chip_size, 1, "chip_size", "the chip side in pixels (128 as published)")
-    if stride is not None:
-        _at_least(stride, 1, "stride", "the chip grid's step in pixels (default: the chip size)")
-    try:
-        check_overlap(predict_overlap, chip_size)
-    except ValueError as error:
-        raise _option_error(error) from None
-    _at_least(batch_size, 1, "batch_size", "chips per batch and process")
-    _at_least(num_workers, 0, "num_workers", "DataLoader worker processes (0: none)")
-    _at_least(block_chips, 1, "block_chips", "the side of a split block in chips")
-    _check_fractions(split_fractions)
-    for option, value, choices in (
-        ("keep", keep, get_args(Keep)),
-        ("split", split, ("random", "block")),
-        ("norm_stats", norm_stats, ("region", "train")),
-    ):
-        if value not in choices:
-            raise ConfigError(f"--data.{option}={value!r}: use one of {', '.join(choices)}")
-
-
-def _at_least(value: Any, low: int, option: str, meaning: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"--data.{option}={value!r}: must be a whole number >= {low}, {meaning}")
-
-
-def _check_fractions(fractions: Sequence[float]) -> None:
-    try:
-        values = [float(f) for f in fractions]
-    except (TypeError, ValueError):
-        values = []
-    if (
-        len(values) != 3
-        or not all(math.isfinite(v) and v >= 0 for v in values)
-        or abs(sum(values) - 1) > 1e-6
-    ):
-        raise ConfigError(
-            f"--data.split_fractions={fractions!r}: need three fractions (train, val, test) "
-            ">= 0 that sum to 1, e.g. [0.7, 0.2, 0.1] as published"
-        )
-
-
-def _channels(channels: str | Sequence[str]) -> tuple[str, ...]:
-    """The channel names of ``--data.channels``, one :class:`ConfigError` if it is unusable."""
-    try:
-        return resolve_channels(channels)
-    except ValueError as error:
-        raise _option_error(error) from None
-
-
-def _option_error(error: ValueError) -> ConfigError:
-    """``error`` (whose message starts with the option's name) as the option's ConfigError."""
-    message = str(error)
-    return ConfigError(message if message.startswith("--") else f"--data.{message}")
+__all__ = ["LandslideDataModule"]
 
 
 class LandslideDataModule(L.LightningDataModule):
@@ -323,7 +109,7 @@ class LandslideDataModule(L.LightningDataModule):
         stride: int | None = None,
         predict_overlap: int = 32,
         keep: Keep = "positive",
-        split: Literal["random", "block"] = "random",
+        split: SplitMethod = "random",
         split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1),
         split_seed: int = 42,
         block_chips: int = 4,
@@ -336,7 +122,7 @@ class LandslideDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment"])
-        _check_options(
+        check_options(
             chip_size=chip_size,
             stride=stride,
             predict_overlap=predict_overlap,
@@ -370,41 +156,52 @@ class LandslideDataModule(L.LightningDataModule):
         self.validate_region = (
             get_region(validate_region, "--data.validate_region") if validate_region else None
         )
-        self.channel_names = _channels(channels)
-        self.sar_channel_indices = [
-            i for i, c in enumerate(self.channel_names) if c in SAR_CHANNELS
-        ]
+        self.channel_names = channel_names(channels)
+        self.sar_channel_indices = sar_channel_indices(self.channel_names)
         self.augmentation = (
             None if augment is None else augment.with_sar_channels(tuple(self.sar_channel_indices))
         )
-        self.stats: dict[str, ChannelStats] = {}
+        self.preparer = ChipPreparer(
+            root=root,
+            synthetic=synthetic,
+            channels=self.channel_names,
+            composite=composite,
+            chip_size=chip_size,
+            stride=stride,
+            cache=cache,
+            cache_dir=cache_dir,
+            generates=self._generates,
+        )
         self.checkpoint_train_stats: ChannelStats | None = None
-        self._chips: dict[tuple[str, Keep], Chips] = {}
-        # Per region: the composite's coordinates and attributes, to write maps in place.
-        self.grids: dict[str, xr.Dataset] = {}
-        self._datasets: dict[str, list[ChipDataset | WindowDataset]] = {}
-        self._chip_cache_place: ChipCache | None = None
-        self._own_cube_noted: set[str] = set()
+        self.datasets: dict[Split | Literal["predict"], list[ChipDataset | WindowDataset]] = {}
+        """The datasets of the stages set up: one per region of each split, and ``predict``'s
+        windows."""
+
+    @property
+    def stats(self) -> dict[str, ChannelStats]:
+        """Per region name, the statistics of its whole composite (those prepared so far)."""
+        return self.preparer.stats
 
     # -- regions and chips ------------------------------------------------
 
-    def dataloader_regions(self, stage: str) -> list[str]:
+    def dataloader_regions(self, stage: Command) -> list[str]:
         """Region names of the evaluation dataloaders of ``stage``, in order."""
         return [region.name for region in self._eval_regions(stage)]
 
-    def _eval_regions(self, stage: str) -> list[Region]:
-        if stage in ("fit", "validate"):
+    def _eval_regions(self, stage: Command) -> list[Region]:
+        """The regions of the evaluation loaders of command ``stage`` (fit validates)."""
+        if stage not in EVALUATED_BY:
+            raise ValueError(f"unknown stage {stage!r}")
+        if EVALUATED_BY[stage] == "validate":
             return [self.validate_region or self.train_region]
-        if stage in ("test", "predict"):
-            return [self.test_region]
-        raise ValueError(f"unknown stage {stage!r}")
+        return [self.test_region]
 
     def prepare_data(self) -> None:
         """Once per node: generate missing synthetic cubes (``fit`` only), fill the chip cache."""
         if self._generates():
-            for region in {r.name: r for r in self._all_regions()}.values():
-                if self._synthetic_for(region):
-                    self._generate(region)
+            self.preparer.generate_missing(
+                [self.train_region, self.test_region, *filter(None, [self.validate_region])]
+            )
         if self.cache and self.trainer is not None:
             for region, keep in self._needed_chips(self._trainer_fn()):
                 self.chips(region, keep)
@@ -423,9 +220,6 @@ class LandslideDataModule(L.LightningDataModule):
         }.get(fn, [])
         return [(region, self.keep) for region in needed]
 
-    def _all_regions(self) -> list[Region]:
-        return [self.train_region, self.test_region, *filter(None, [self.validate_region])]
-
     def _trainer_fn(self) -> TrainerFn | None:
         return getattr(getattr(self.trainer, "state", None), "fn", None)
 
@@ -433,179 +227,13 @@ class LandslideDataModule(L.LightningDataModule):
         """Whether missing synthetic cubes are made: by ``fit``, or without a trainer."""
         return self.synthetic and (self.trainer is None or self._trainer_fn() == TrainerFn.FITTING)
 
-    def _is_rank_zero(self) -> bool:
-        return getattr(self.trainer, "global_rank", 0) == 0
-
-    def _synthetic_for(self, region: Region) -> bool:
-        """Whether ``region`` reads a synthetic cube: built-in regions only, when asked.
-
-        A region of one's own is never shadowed by a synthetic cube (said once).
-        """
-        if not self.synthetic or region.builtin:
-            return self.synthetic
-        if region.name not in self._own_cube_noted and self._is_rank_zero():
-            log.info(
-                "%s: a region of your own reads its own cube %s; --data.synthetic applies "
-                "to the built-in regions only",
-                region.name,
-                region.cube_path(self.root),
-            )
-        self._own_cube_noted.add(region.name)
-        return False
-
-    def _cube_path(self, region: Region) -> Path:
-        """The existing cube of ``region``; a missing synthetic one is generated when allowed.
-
-        The data root is checked whenever the cube lies in it.
-        """
-        synthetic = self._synthetic_for(region)
-        if synthetic and self._generates():
-            self._generate(region)
-        elif synthetic or not Path(region.cube).expanduser().is_absolute():
-            checked_data_root(self.root)
-        return region_cube_path(region, self.root, synthetic=synthetic)
-
-    def _generate(self, region: Region) -> None:
-        """Write ``region``'s synthetic cube if missing; the data root may be created for it."""
-        checked_data_root(self.root, may_be_missing=True)
-        if existing_cube(region, self.root, synthetic=True) is None:
-            # imported only to write a cube: importing it costs more than a warm start
-            from landslide_lit.data.synthetic import write_synthetic_cube
-
-            path = region.cube_path(self.root, synthetic=True)
-            log.info("generating a synthetic %s cube at %s", region.name, path)
-            write_synthetic_cube(region, root=self.root)
+    def cube_path(self, region: Region) -> Path:
+        """The existing cube ``region`` reads (see :meth:`ChipPreparer.cube_path`)."""
+        return self.preparer.cube_path(region)
 
     def chips(self, region: Region, keep: Keep | None = None) -> Chips:
         """The chips of ``region``: from memory, else the chip cache, else built (and cached)."""
-        keep = keep or self.keep
-        if (region.name, keep) not in self._chips:
-            self._chips[region.name, keep] = self._load_or_build(region, keep)
-        return self._chips[region.name, keep]
-
-    def _load_or_build(self, region: Region, keep: Keep) -> Chips:
-        path = self._cube_path(region)
-        cache = self._chip_cache()
-        key = entry = None
-        if cache is not None:
-            key = cache.key(
-                path, region, self.channel_names, self.composite, self.chip_size, self.stride, keep
-            )
-            entry = cache.load(key)
-        if entry is None:
-            chips, stats, grid = self._build(region, keep, path)
-            if cache is not None:
-                _save_quietly(cache, key, chips, stats, grid)
-        else:
-            chips, stats, grid_info = entry
-            grid = xr.Dataset.from_dict(grid_info)
-            self._log_chips(
-                region, chips, keep, f"from the chip cache {cache.path(key)}", grid.attrs
-            )
-        self.stats.setdefault(region.name, stats)
-        self.grids[region.name] = grid
-        return chips
-
-    def _chip_cache(self) -> ChipCache | None:
-        """The chip cache (None when off), placed once; a fallback place is said on rank 0."""
-        if not self.cache:
-            return None
-        if self._chip_cache_place is None:
-            self._chip_cache_place, reason = cache_place(self.root, self.cache_dir)
-            if reason is not None and self._is_rank_zero():
-                log.warning(
-                    "chip cache in %s: %s (choose a folder with --data.cache_dir DIR)",
-                    self._chip_cache_place.root,
-                    reason,
-                )
-        return self._chip_cache_place
-
-    def _build(
-        self, region: Region, keep: Keep, path: Path
-    ) -> tuple[Chips, ChannelStats, xr.Dataset]:
-        """Composite -> statistics over the whole region -> chips."""
-        cube = open_cube(path, region.names)
-        self._check_cube(region, cube, path)
-        composite = build_composite(cube, region, self.channel_names, self.composite)
-        image = composite["image"].values
-        label = composite["label"].values
-        stats = ChannelStats.of(image, self.channel_names, region.name)
-        chips = extract_chips(
-            image,
-            label,
-            self.channel_names,
-            self.sar_channel_indices,
-            size=self.chip_size,
-            stride=self.stride,
-            keep=keep,
-        )
-        if len(chips) == 0:
-            why = self._why_no_chips(keep, label, region.names.landslides)
-            raise CubeError(f"{path}: region {region.name!r} has {why}")
-        self._log_chips(region, chips, keep, f"built from {path}", composite.attrs)
-        return chips, stats, _grid_of(composite)
-
-    def _check_cube(self, region: Region, cube: xr.Dataset, path: Path) -> None:
-        """Chips need labels (fit, validate and test score against them) and a chip's room."""
-        names = region.names
-        if names.landslides not in cube.variables:
-            flag = region.name if region.builtin else "<its region YAML file>"
-            raise CubeError(
-                f"{path}: region {region.name!r} has no landslide labels (no "
-                f"{names.landslides!r} variable in the cube), and fit, validate and test "
-                "need them: they train on and score against the labels. To map the region, "
-                f"run `landslide-lit predict --region {flag}`. If the cube holds labels under "
-                "another name, set names.landslides in the region's mapping."
-            )
-        height, width = cube.sizes[names.y], cube.sizes[names.x]
-        if min(height, width) < self.chip_size:
-            raise CubeError(
-                f"{path}: region {region.name!r} is {height} x {width} pixels, smaller than "
-                f"one {self.chip_size} x {self.chip_size} chip; give a smaller "
-                "--data.chip_size"
-            )
-
-    def _why_no_chips(self, keep: Keep, label: np.ndarray, variable: str) -> str:
-        """Why the chip grid kept nothing: the labels, or where the landslides lie."""
-        if keep == "valid":
-            return (
-                "no chip with a pixel where every SAR channel has data: its before/after "
-                "composites are empty; check --data.composite (orbit, before, after) "
-                "against the acquisitions the cube holds"
-            )
-        labelled = np.isfinite(label)
-        if not labelled.any():
-            return (
-                f"no labelled pixel: its labels ({variable!r}) are all NaN. Check "
-                "that names.landslides names the label variable"
-            )
-        positive = int((label > 0).sum())
-        if positive == 0:
-            return (
-                f"no landslide pixel: its landslide labels ({variable!r}) are all 0 "
-                f"({int(labelled.sum())} "
-                "labelled pixels); it cannot be trained on or evaluated. To map it, use "
-                "`landslide-lit predict`"
-            )
-        return (
-            f"no positive chip: its {positive} landslide pixels all lie in the edge strips "
-            f"that the chip grid (--data.chip_size {self.chip_size}, --data.stride "
-            f"{self.stride or self.chip_size}) leaves out; use a smaller --data.stride"
-        )
-
-    def _log_chips(
-        self, region: Region, chips: Chips, keep: Keep, source: str, attrs: dict[str, Any]
-    ) -> None:
-        log.info(
-            "%s: %d %s chips of %d px (before %s, after %s), %s",
-            region.name,
-            len(chips),
-            keep,
-            self.chip_size,
-            attrs.get("before_acquisitions", "-"),
-            attrs.get("after_acquisitions", "-"),
-            source,
-        )
+        return self.preparer.chips(region, keep or self.keep)
 
     def splits(self) -> dict[Split, torch.Tensor]:
         """Train/val/test chip indices of the train region."""
@@ -620,43 +248,40 @@ class LandslideDataModule(L.LightningDataModule):
 
     def _region_dataset(self, region: Region, split: Split) -> ChipDataset:
         """``split`` of the train region (never empty), or all chips of another region."""
+        chips = self.chips(region)
         if region.name != self.train_region.name:
-            return ChipDataset(self.chips(region))
-        splits = self.splits()
-        if len(splits[split]) == 0:
-            counts = ", ".join(f"{name} {len(indices)}" for name, indices in splits.items())
-            block = ", a smaller --data.block_chips" if self.split == "block" else ""
-            raise ConfigError(
-                f"the {split} split of region {region.name!r} is empty: its "
-                f"{len(self.chips(region))} {self.keep} chips split {self.split} by "
-                f"--data.split_fractions {list(self.split_fractions)} give {counts}. Give "
-                f"each split a share of the chips{block}, or make more chips (a smaller "
-                "--data.stride or --data.chip_size, or --data.keep valid)"
-            )
-        return ChipDataset(self.chips(region), splits[split])
+            return ChipDataset(chips)
+        return split_dataset(
+            chips,
+            self.splits(),
+            split,
+            region=region.name,
+            keep=self.keep,
+            method=self.split,
+            fractions=self.split_fractions,
+        )
 
-    def setup(self, stage: str) -> None:
+    def setup(self, stage: Command) -> None:
         if stage == "fit":
-            self._datasets["train"] = [self._region_dataset(self.train_region, "train")]
+            self.datasets["train"] = [self._region_dataset(self.train_region, "train")]
         if stage in ("fit", "validate"):
-            self._datasets["val"] = [
+            self.datasets["val"] = [
                 self._region_dataset(r, "val") for r in self._eval_regions("validate")
             ]
         if stage == "test":
-            self._datasets["test"] = [
+            self.datasets["test"] = [
                 self._region_dataset(r, "test") for r in self._eval_regions("test")
             ]
         if stage == "predict":
-            self._datasets["predict"] = [self._windows(r) for r in self._eval_regions("predict")]
-            for region, windows in zip(
-                self._eval_regions("predict"), self._datasets["predict"], strict=True
-            ):
+            regions = self._eval_regions("predict")
+            self.datasets["predict"] = [self.windows(r) for r in regions]
+            for region, windows in zip(regions, self.datasets["predict"], strict=True):
                 self._stream_stats(region, windows)
 
-    def _windows(self, region: Region) -> WindowDataset:
+    def windows(self, region: Region) -> WindowDataset:
         """Every ``chip_size`` window of ``region``, ``predict_overlap`` apart, read by bands."""
         return WindowDataset(
-            self._cube_path(region),
+            self.cube_path(region),
             region,
             self.channel_names,
             self.composite,
@@ -670,20 +295,21 @@ class LandslideDataModule(L.LightningDataModule):
         Statistics that do not come from a checkpoint (``norm_stats: region``, or the
         train region's own) are streamed over the cube band by band: the values of
         :meth:`ChannelStats.of` over the whole composite, without holding it. The
-        composite is kept on disk for the windows (see :class:`CompositeStore`) instead
-        of being made twice. Another region's ``norm_stats: train`` statistics come from
-        the checkpoint, restored after ``setup`` (see :meth:`predict_dataloader`).
+        composite is held on disk for the windows (see
+        :class:`~landslide_lit.data.store.CompositeStore`) instead of being made twice.
+        Another region's ``norm_stats: train`` statistics come from the checkpoint,
+        restored after ``setup`` (see :meth:`predict_dataloader`).
         """
         own = self.norm_stats == "region" or region.name == self.train_region.name
         if own and region.name not in self.stats:
-            mean, std = windows.moments(keep=True)
+            mean, std = windows.moments(store_composite=True)
             self.stats[region.name] = ChannelStats.from_moments(
                 mean, std, self.channel_names, region.name
             )
 
-    def teardown(self, stage: str) -> None:
+    def teardown(self, stage: Command) -> None:
         if stage == "predict":
-            for windows in self._datasets.get("predict", []):
+            for windows in self.datasets.get("predict", []):
                 windows.release()
 
     # -- loaders ----------------------------------------------------------
@@ -703,33 +329,23 @@ class LandslideDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """This process's shuffled shard, resumable mid-epoch (see ResumableLoader)."""
-        dataset = self._datasets["train"][0]
+        dataset = self.datasets["train"][0]
         rank, world = rank_and_world(self.trainer)
         sampler = training_shard(dataset, world, rank, seed=run_seed())
         return ResumableLoader(
-            dataset, sampler=sampler, progress=self._fit_progress, **self._loading
-        )
-
-    def _fit_progress(self) -> tuple[int, int]:
-        """(epoch, batches done in it) of the running fit; (0, 0) outside one."""
-        loop = getattr(self.trainer, "fit_loop", None)
-        if loop is None:
-            return 0, 0
-        return (
-            loop.epoch_progress.current.processed,
-            loop.epoch_loop.batch_progress.current.processed,
+            dataset, sampler=sampler, progress=partial(fit_progress, self.trainer), **self._loading
         )
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(d) for d in self._datasets["val"]]
+        return [self._loader(d) for d in self.datasets["val"]]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(d) for d in self._datasets["test"]]
+        return [self._loader(d) for d in self.datasets["test"]]
 
     def predict_dataloader(self) -> list[DataLoader]:
         """The windows' loaders; asked for after Lightning restored the checkpoint."""
         self._require_checkpoint_stats()
-        return [self._loader(d) for d in self._datasets["predict"]]
+        return [self._loader(d) for d in self.datasets["predict"]]
 
     def _require_checkpoint_stats(self) -> None:
         """``norm_stats: train`` needs the checkpoint's statistics: predict never reads the
@@ -755,7 +371,7 @@ class LandslideDataModule(L.LightningDataModule):
         batch = self.standardise(batch, self._batch_region(dataloader_idx))
         if self.trainer is not None and self.trainer.training and self.augmentation is not None:
             mask = batch.get("mask", torch.zeros_like(batch["valid"], dtype=batch["image"].dtype))
-            with seeded_rng(self._augmentation_seed(), batch["image"].device):
+            with seeded_rng(training_batch_seed(self.trainer), batch["image"].device):
                 batch["image"], mask, batch["valid"] = self.augmentation(
                     batch["image"], mask, batch["valid"]
                 )
@@ -763,53 +379,17 @@ class LandslideDataModule(L.LightningDataModule):
                 batch["mask"] = mask
         return batch
 
-    def _augmentation_seed(self) -> int:
-        """Seed of this training batch's draws: run seed, global rank, batches seen before it.
-
-        The count is the fit loop's (restored from checkpoints); a trainer-like object
-        without a rank or a fit loop counts as rank 0 from batch 0.
-        """
-        rank = getattr(self.trainer, "global_rank", 0)
-        loop = getattr(self.trainer, "fit_loop", None)
-        seen = 0 if loop is None else loop.epoch_loop.batch_progress.total.ready
-        return batch_seed(run_seed(), rank, seen)
-
     def standardise(
         self, batch: dict[str, torch.Tensor], region: Region
     ) -> dict[str, torch.Tensor]:
-        """Raw chips -> model input: per-channel standardisation, then NaN -> 0.
-
-        Returns ``image``, ``valid`` (B, 1, H, W) bool where every SAR channel has
-        data, ``origin``, and ``mask`` (B, 1, H, W) float target when labelled.
-        """
-        stats = self.region_stats(region)
-        image = batch["image"]
-        mean = image.new_tensor(stats.mean).view(1, -1, 1, 1)
-        std = image.new_tensor(stats.std).view(1, -1, 1, 1)
-        if self.sar_channel_indices:
-            valid = torch.isfinite(image[:, self.sar_channel_indices]).all(1, keepdim=True)
-        else:
-            valid = torch.ones_like(image[:, :1], dtype=torch.bool)
-        out = {
-            "image": torch.nan_to_num((image - mean) / std, nan=0.0),
-            "valid": valid,
-            "origin": batch["origin"],
-        }
-        if "target" in batch:
-            out["mask"] = batch["target"].unsqueeze(1).to(image.dtype)
-        return out
+        """Raw chips of ``region`` -> model input (see :func:`.stats.standardise`)."""
+        return standardise(batch, self.region_stats(region), self.sar_channel_indices)
 
     def _batch_region(self, dataloader_idx: int) -> Region:
         stage = self.trainer.state.stage if self.trainer is not None else None
         if stage is None or stage == RunningStage.TRAINING:
             return self.train_region
-        name = {
-            RunningStage.VALIDATING: "validate",
-            RunningStage.SANITY_CHECKING: "validate",
-            RunningStage.TESTING: "test",
-            RunningStage.PREDICTING: "predict",
-        }[stage]
-        return self._eval_regions(name)[dataloader_idx]
+        return self._eval_regions(COMMAND_OF_RUNNING_STAGE[stage])[dataloader_idx]
 
     def region_stats(self, region: Region) -> ChannelStats:
         """Statistics used to standardise ``region`` under the ``norm_stats`` setting.

@@ -64,6 +64,18 @@ from scipy import ndimage
 from landslide_lit.errors import ConfigError
 from landslide_lit.regions import REGIONS, CubeNames, Region, get_region
 
+__all__ = [
+    "PRESETS",
+    "Cover",
+    "Radar",
+    "Slides",
+    "SyntheticPreset",
+    "Terrain",
+    "make_synthetic_cube",
+    "synthetic_landslides",
+    "write_synthetic_cube",
+]
+
 PIXEL_M = 10.0
 GRD_ENL = 4.4
 CHUNK = 512
@@ -419,6 +431,18 @@ def make_synthetic_cube(
         ds[name].attrs.update(attrs)
     ds.attrs.update(_global_attrs(reg, preset, seed))
     return _rename(ds, reg)
+
+
+def synthetic_landslides(
+    region: str | Region, size: tuple[int, int] | None = None, seed: int = 0
+) -> np.ndarray:
+    """Where the landslides of :func:`make_synthetic_cube`'s cube (same arguments) lie.
+
+    Only the static scene is made, not the radar time series, so this is quick.
+    """
+    reg, preset = _preset_for(region)
+    shape = preset.size if size is None else (int(size[0]), int(size[1]))
+    return _make_scene(preset, shape, _streams(reg.name, seed)).slides
 
 
 def write_synthetic_cube(

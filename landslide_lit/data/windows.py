@@ -10,18 +10,17 @@ overlap each pixel is its one window's prediction.
 
 Windows are read in bands: runs of consecutive window rows whose composite is built at once
 by :func:`build_composite` from a lazy row slice of the cube, or, once a statistics pass has
-composited the whole region, read back from the :class:`CompositeStore` it left on disk.
+composited the whole region, read back from the
+:class:`~landslide_lit.data.store.CompositeStore` it left on disk.
 Memory holds one band (its rows x the region's width), never the whole region.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import warnings
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,21 +31,26 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset
 
-from landslide_lit.data.composite import (
-    SAR_CHANNELS,
-    CompositeSettings,
-    build_composite,
-    composite_attrs,
-)
+from landslide_lit.data import acquisitions
+from landslide_lit.data.composite import CompositeSettings, build_composite, composite_attrs
 from landslide_lit.data.cube import CubeError, open_cube
+from landslide_lit.data.settings import sar_channel_indices
+from landslide_lit.data.stats import RunningMoments
+from landslide_lit.data.store import CompositeStore, remove_stale_composites
 from landslide_lit.errors import ConfigError
-from landslide_lit.owners import owner_tag, remove_stale
 from landslide_lit.regions import Region
+
+__all__ = [
+    "BAND_ROWS",
+    "WindowDataset",
+    "WindowPlan",
+    "check_overlap",
+    "ramp",
+    "window_starts",
+]
 
 log = logging.getLogger(__name__)
 
-COMPOSITE_PREFIX = "landslide-lit-"
-"""Start of the names of the kept composites' folders in ``TMPDIR``."""
 BAND_ROWS = 512
 """Rows a band of windows aims at (one zarr chunk row of the published and synthetic
 cubes); a band is never shorter than one window."""
@@ -142,8 +146,8 @@ class WindowPlan:
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence the composite's warnings (short windows): said once, on the first band."""
-    logger = logging.getLogger("landslide_lit.data.composite")
+    """Silence the composite's warnings (too few acquisitions): said once, by the dataset."""
+    logger = logging.getLogger(acquisitions.__name__)
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
@@ -154,91 +158,20 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-class CompositeStore:
-    """A region's composite kept on disk while it is predicted, read back by rows.
-
-    Two raw files in a temporary folder (``TMPDIR``): the image as (y, channel, x) float32,
-    so that any run of rows is one contiguous read, and the labels as (y, x) uint8
-    (``landslides > 0``). Rows are appended top to bottom and read with plain file reads
-    (no memory map), so memory holds only the rows asked for. The folder is removed by
-    :meth:`remove`, or when the process that made it exits; copies sent to loader workers
-    only read. Its name carries the owner's process id and host, so that the folders of a
-    killed process are removed by the next store made on that host (:func:`remove_stale`).
-    """
-
-    def __init__(self, region: str, channels: int, width: int, labels: bool) -> None:
-        self.channels, self.width, self.labels, self.rows = channels, width, labels, 0
-        prefix = f"{COMPOSITE_PREFIX}{region}-composite-{owner_tag()}-"
-        self.folder = Path(tempfile.mkdtemp(prefix=prefix))
-        self._remove = weakref.finalize(self, _remove_folder, self.folder, os.getpid())
-
-    @staticmethod
-    def bytes_needed(channels: int, height: int, width: int, labels: bool) -> int:
-        return height * width * (4 * channels + int(labels))
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_remove": None}  # a copy never removes the folder
-
-    def append(self, image: np.ndarray, label: np.ndarray | None) -> None:
-        """Add the next rows: ``image`` (C, rows, W) float32, ``label`` (rows, W) uint8."""
-        with open(self.folder / "image.f32", "ab") as out:
-            np.ascontiguousarray(image.transpose(1, 0, 2), np.float32).tofile(out)
-        if self.labels:
-            with open(self.folder / "label.u8", "ab") as out:
-                np.ascontiguousarray(label, np.uint8).tofile(out)
-        self.rows += image.shape[1]
-
-    def read(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Rows [y0, y1): the image (C, rows, W) (a view of a fresh read) and the labels."""
-        if not 0 <= y0 <= y1 <= self.rows:
-            raise IndexError(f"rows [{y0}, {y1}) outside the {self.rows} stored in {self.folder}")
-        image = read_raw_rows(
-            self.folder / "image.f32", np.float32, (self.channels, self.width), y0, y1
-        )
-        label = None
-        if self.labels:
-            label = read_raw_rows(self.folder / "label.u8", np.uint8, (self.width,), y0, y1)
-        return image.transpose(1, 0, 2), label
-
-    def remove(self) -> None:
-        if self._remove is not None:
-            self._remove()
-
-
-def remove_stale_composites() -> list[Path]:
-    """Remove the kept composites in ``TMPDIR`` of ended processes of this host."""
-    return remove_stale(Path(tempfile.gettempdir()), f"{COMPOSITE_PREFIX}*-composite-pid*")
-
-
-def read_raw_rows(
-    path: Path, dtype: type[np.generic], row_shape: tuple[int, ...], y0: int, y1: int
-) -> np.ndarray:
-    """Rows [y0, y1) of a raw C-order file of rows shaped ``row_shape`` (a plain read)."""
-    row_values = int(np.prod(row_shape))
-    row_bytes = row_values * np.dtype(dtype).itemsize
-    values = np.fromfile(path, dtype, (y1 - y0) * row_values, offset=y0 * row_bytes)
-    return values.reshape(y1 - y0, *row_shape)
-
-
-def _remove_folder(folder: Path, owner: int) -> None:
-    if os.getpid() == owner:  # not from a forked worker's copy
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 class WindowDataset(Dataset):
     """The windows of a whole region, read band by band from its cube.
 
     Items are dicts of ``image`` (C, S, S) float32 composite values (NaN where there is
     no data or beyond the region), ``origin`` (2,) long and, when the cube has labels,
     ``target`` (S, S) uint8 (``landslides > 0``). Windows are meant to be read in order
-    (as an evaluation shard does): one band is kept at a time.
+    (as an evaluation shard does): one band is held at a time.
 
     Attributes:
         plan: the windows.
         grid: the cube's coordinates without time or pair dimensions (y/x, CRS), lazy.
         attrs: the composite's attributes (the cube's, and the dates used).
-        store: the composite kept by :meth:`moments` (``keep=True``), or None: bands are
-            then composited from the cube.
+        store: the composite held by :meth:`moments` (``store_composite=True``), or None:
+            bands are then composited from the cube.
     """
 
     def __init__(
@@ -263,7 +196,7 @@ class WindowDataset(Dataset):
         ]
         self.grid = cube.drop_vars([k for k in cube.variables if k not in spatial])
         self.grid_mapping = _grid_mapping(cube, names.vv)
-        self.sar_channels = [i for i, c in enumerate(channels) if c in SAR_CHANNELS]
+        self.sar_channels = sar_channel_indices(channels)
         self.store: CompositeStore | None = None
         self._band: tuple[int, np.ndarray, np.ndarray | None] | None = None
         # The composite's warnings (too few acquisitions) are said here, once.
@@ -316,36 +249,25 @@ class WindowDataset(Dataset):
             item["target"] = torch.from_numpy(target)
         return item
 
-    def moments(self, keep: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def moments(self, store_composite: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel mean and standard deviation over the region's finite pixels.
 
-        Streamed over blocks of rows and combined exactly (Chan et al.'s pairwise update,
-        float64), equal to ``np.nanmean``/``np.nanstd`` of the whole composite to ~1e-12.
-        NaN for a channel without data; a SAR channel without any is an error.
+        Streamed over blocks of rows (:class:`RunningMoments`), equal to
+        ``np.nanmean``/``np.nanstd`` of the whole composite to ~1e-12. NaN for a channel
+        without data; a SAR channel without any is an error.
 
         Args:
-            keep: keep the composite on disk (:attr:`store`), so that the windows are read
-                back instead of composited a second time.
+            store_composite: hold the composite on disk (:attr:`store`), so that the
+                windows are read back instead of composited a second time.
         """
-        n_channels = len(self.channels)
-        count, mean, m2 = np.zeros(n_channels), np.zeros(n_channels), np.zeros(n_channels)
+        moments = RunningMoments(len(self.channels))
         self.release()
-        store = self._new_store() if keep else None
+        store = self._new_store() if store_composite else None
         for y0 in range(0, self.plan.height, BAND_ROWS):
             image, label = self.read_rows(y0, min(y0 + BAND_ROWS, self.plan.height))
             store = self._append(store, image, label)
-            for c, plane in enumerate(image):
-                values = plane[np.isfinite(plane)].astype(np.float64)
-                if values.size == 0:
-                    continue
-                n_b, mean_b = values.size, values.mean()
-                m2_b = np.square(values - mean_b).sum()
-                n = count[c] + n_b
-                delta = mean_b - mean[c]
-                mean[c] += delta * n_b / n
-                m2[c] += m2_b + delta**2 * count[c] * n_b / n
-                count[c] = n
-        empty = [self.channels[c] for c in self.sar_channels if count[c] == 0]
+            moments.add(image)
+        empty = [self.channels[c] for c in self.sar_channels if moments.count[c] == 0]
         if empty:
             if store is not None:
                 store.remove()
@@ -355,11 +277,10 @@ class WindowDataset(Dataset):
                 "with the composite settings"
             )
         self.store = store
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(count > 0, mean, np.nan), np.sqrt(m2 / count)
+        return moments.mean_std()
 
     def release(self) -> None:
-        """Remove the kept composite (bands are composited from the cube again)."""
+        """Remove the held composite (bands are composited from the cube again)."""
         if self.store is not None:
             self.store.remove()
         self.store, self._band = None, None
