@@ -38,8 +38,9 @@ from landslide_lit.checkpointing import (
 from landslide_lit.data.composite import resolve_channels
 from landslide_lit.data.cube import region_cube_path
 from landslide_lit.data.datamodule import LandslideDataModule
+from landslide_lit.encoders import EncoderWeightsError
 from landslide_lit.errors import ConfigError, LandslideLitError, OutputError
-from landslide_lit.module import EncoderWeightsError, LandslideSegmenter
+from landslide_lit.module import LandslideSegmenter
 from landslide_lit.regions import REGIONS, get_region
 from landslide_lit.runs import (
     NETWORK_SETTINGS,

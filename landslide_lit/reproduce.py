@@ -184,7 +184,7 @@ class Runner:
     def _fit(self, spec: RunSpec, folder: Path, say) -> None:
         from landslide_lit.checkpointing import last_checkpoint
         from landslide_lit.cli import run
-        from landslide_lit.module import EncoderWeightsError
+        from landslide_lit.encoders import EncoderWeightsError
         from landslide_lit.runs import latest_best_checkpoint
 
         resume = last_checkpoint(folder) is not None
