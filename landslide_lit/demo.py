@@ -18,7 +18,8 @@ import json
 import time
 from pathlib import Path
 
-from landslide_lit.evaluation import DEFAULT_METHOD, METHOD_NAMES, Scores
+from landslide_lit.bootstrap import DEFAULT_METHOD, METHOD_NAMES
+from landslide_lit.evaluation import Scores
 from landslide_lit.figures import plot_prediction_panels
 
 EVALUATIONS = (

@@ -35,18 +35,17 @@ from typing import Any
 
 import numpy as np
 
-from landslide_lit.errors import ConfigError
-from landslide_lit.evaluation import (
+from landslide_lit.bootstrap import (
     DEFAULT_BOOTSTRAP_SEED,
     DEFAULT_METHOD,
     DEFAULT_REPLICATES,
     METHOD_NAMES,
-    Scores,
     chip_bootstrap,
     paired_difference,
-    precision_recall_points,
-    write_json,
 )
+from landslide_lit.errors import ConfigError
+from landslide_lit.evaluation import Scores, write_json
+from landslide_lit.precision import precision_recall_points
 from landslide_lit.regions import REGIONS, data_root, get_region
 
 log = logging.getLogger("landslide_lit")
