@@ -102,9 +102,9 @@ class ProbabilityMapWriter(BasePredictionWriter):
         # trainer.log_dir is a collective under DDP: every rank asks
         self._folder = Path(self.output_dir or Path(trainer.log_dir or ".") / "predictions")
         self._folder.mkdir(parents=True, exist_ok=True)
-        # what killed predicts of this host left behind
-        remove_stale(self._folder, PARTIAL_GLOB)
-        remove_stale_composites()
+        if trainer.local_rank == 0:  # what killed predicts of this host left: one sweep a host
+            remove_stale(self._folder, PARTIAL_GLOB)
+            remove_stale_composites()
         self._spills, self._followers = {}, {}
 
     def _spill(self, trainer: L.Trainer, dataloader_idx: int) -> _Spill:
