@@ -113,7 +113,8 @@ def test_streamed_statistics_equal_those_of_the_whole_composite(cube_root, small
     dm = datamodule(cube_root)
     dm.setup("predict")
     region = dm.test_region
-    composite = build_composite(open_cube(dm._windows(region).path), region, dm.channel_names)
+    cube = open_cube(existing_cube(region, cube_root, synthetic=True))
+    composite = build_composite(cube, region, dm.channel_names)
     expected = ChannelStats.of(composite["image"].values, dm.channel_names, region.name)
     streamed = dm.region_stats(region)
     np.testing.assert_allclose(streamed.mean, expected.mean, rtol=1e-6)
@@ -143,7 +144,8 @@ def predict(model, dm, folder: Path, **writer) -> Path:
 
 def sar_has_data(dm: LandslideDataModule) -> np.ndarray:
     region = dm.test_region
-    composite = build_composite(open_cube(dm._windows(region).path), region, dm.channel_names)
+    cube = open_cube(existing_cube(region, dm.root, synthetic=True))
+    composite = build_composite(cube, region, dm.channel_names)
     return np.isfinite(composite["image"].values[dm.sar_channel_indices]).all(0)
 
 
@@ -151,7 +153,7 @@ def test_a_constant_model_gives_a_constant_map_on_the_cubes_grid(cube_root, tmp_
     dm = datamodule(cube_root)
     logit = 0.3
     stem = predict(constant_model(dm.channel_names, logit), dm, tmp_path, formats=None)
-    cube = open_cube(dm._windows(dm.test_region).path)
+    cube = open_cube(existing_cube(dm.test_region, cube_root, synthetic=True))
     with xr.open_dataset(stem.with_suffix(".nc")) as written:
         probability = written["landslide_probability"]
         assert probability.dtype == np.float32 and probability.dims == ("y", "x")
