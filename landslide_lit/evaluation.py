@@ -290,31 +290,7 @@ class EvaluationWriter(Callback):
             "ignore_invalid": ignore_invalid,
             **(extra or {}),
         }
-        weights = scores.weights(ignore_invalid)
-        precision, recall, _ = precision_recall_points(scores.probability, scores.target, weights)
-        label = f"{region} {split}"
-        figures.plot_pr_curves(
-            {label: (precision, recall, metrics["auprc"], metrics["auprc_ci95"])},
-            {label: metrics["no_skill"]},
-            folder / "pr_curve.png",
-            title=f"Precision-recall, {label}",
-        )
-        files = {"metrics": "metrics.json", "pr_curve": "pr_curve.png"}
-        if self.panels > 0:
-            chosen = scores.most_affected(self.panels)
-            figures.plot_prediction_panels(
-                {
-                    label: (
-                        scores.probability[chosen],
-                        scores.target[chosen],
-                    )
-                },
-                folder / "predictions.png",
-            )
-            files["panels"] = "predictions.png"
-        if self.save_scores:
-            scores.save(folder / "scores.npz")
-            files["scores"] = "scores.npz"
+        files = {"metrics": "metrics.json", **self._write_files(folder, scores, metrics)}
         metrics["files"] = files
         write_json(folder / "metrics.json", metrics)
         low, high = metrics["auprc_ci95"]
@@ -331,6 +307,30 @@ class EvaluationWriter(Callback):
             folder,
         )
         return folder
+
+    def _write_files(self, folder: Path, scores: Scores, metrics: dict[str, Any]) -> dict[str, str]:
+        """Write the PR curve, the panels and scores.npz as configured; their names."""
+        weights = scores.weights(metrics["ignore_invalid"])
+        precision, recall, _ = precision_recall_points(scores.probability, scores.target, weights)
+        label = f"{metrics['region']} {metrics['split']}"
+        figures.plot_pr_curves(
+            {label: (precision, recall, metrics["auprc"], metrics["auprc_ci95"])},
+            {label: metrics["no_skill"]},
+            folder / "pr_curve.png",
+            title=f"Precision-recall, {label}",
+        )
+        files = {"pr_curve": "pr_curve.png"}
+        if self.panels > 0:
+            chosen = scores.most_affected(self.panels)
+            figures.plot_prediction_panels(
+                {label: (scores.probability[chosen], scores.target[chosen])},
+                folder / "predictions.png",
+            )
+            files["panels"] = "predictions.png"
+        if self.save_scores:
+            scores.save(folder / "scores.npz")
+            files["scores"] = "scores.npz"
+        return files
 
 
 def _split_name(prefix: str, region: str, train_region: str | None) -> str:
