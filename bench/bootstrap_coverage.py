@@ -6,7 +6,7 @@ separation and false-alarm level vary from chip to chip (some chips are easy, so
 full of look-alikes). Its AUPRC over all pixels of all chips is the value an evaluation
 estimates. Each simulated study draws a few chips (10, 30, 60: a validation or test
 set), computes the pooled AUPRC and both 95 % intervals from the same chip draws
-(``landslide_lit.evaluation.chip_bootstrap``), and checks whether they cover the
+(``landslide_lit.bootstrap.chip_bootstrap``), and checks whether they cover the
 population value. Two populations: a middling model (AUPRC about 0.5, as in the train
 region) and a weak one (about 0.3, as in transfer). Printed per population and study
 size: coverage (and the misses below / above), mean width. Then the time of one
@@ -26,7 +26,8 @@ import time
 import numpy as np
 from common import header, median, table, verdict
 
-from landslide_lit.evaluation import average_precision, chip_bootstrap
+from landslide_lit.bootstrap import chip_bootstrap
+from landslide_lit.precision import average_precision
 
 POPULATION = 4000  # chips
 SIDE = 16  # px: small chips keep 1000 replicates x hundreds of studies in minutes

@@ -140,7 +140,7 @@ def encode_seconds(map_path: Path) -> float:
     """The last map written again as compressed netCDF, with the writer's encoding."""
     import xarray as xr
 
-    from landslide_lit.maps import CHUNK, VARIABLE
+    from landslide_lit.map_files import CHUNK, VARIABLE
 
     with xr.open_dataset(map_path) as written:
         probability = written[VARIABLE].load()

@@ -45,7 +45,8 @@ def main() -> None:
     repeats = args.repeats or (1 if args.quick else 3)
 
     from landslide_lit.data.datamodule import LandslideDataModule
-    from landslide_lit.module import BatchMean, LandslideSegmenter
+    from landslide_lit.metrics import BatchMean
+    from landslide_lit.module import LandslideSegmenter
 
     root = synthetic_root(("hokkaido",))
     dm = LandslideDataModule(root=str(root), synthetic=True, channels="sar_dem", batch_size=16)

@@ -42,10 +42,27 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from landslide_lit.atomic import write_atomically
 from landslide_lit.errors import LandslideLitError
 from landslide_lit.runs import checkpoint_folders, read_checkpoint
 
-log = logging.getLogger("landslide_lit")
+__all__ = [
+    "HPC_CHECKPOINT",
+    "RANK_VARIABLES",
+    "RESUME",
+    "RUN_FOLDER_VARIABLE",
+    "AtomicCheckpointIO",
+    "CheckpointOnSigterm",
+    "Interrupted",
+    "ResumableCSVLogger",
+    "command_guard",
+    "last_checkpoint",
+    "reserve_run_version",
+    "reserve_version",
+    "resume_checkpoint",
+]
+
+log = logging.getLogger(__name__)
 
 HPC_CHECKPOINT = re.compile(r"hpc_ckpt_\d+\.ckpt")
 """Name of the checkpoints Lightning saves on SLURM's requeue signal (in ``default_root_dir``)."""
@@ -54,12 +71,13 @@ HPC_CHECKPOINT = re.compile(r"hpc_ckpt_\d+\.ckpt")
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` that never leaves a partial file under a checkpoint's name.
 
-    The checkpoint goes to ``.<name>.<pid>.tmp`` in the same folder, is flushed and
-    fsynced, then renamed over ``<name>`` with :func:`os.replace` (atomic within a
-    POSIX file system); the folder is fsynced so the rename survives a crash of the
-    machine. Temporary files a kill left behind are removed on the next save of that
-    name. Remote (fsspec) paths go through Lightning's own writer. Under DDP the
-    strategy calls this on global rank 0 only.
+    The checkpoint is written with :func:`~landslide_lit.atomic.write_atomically`
+    (``durable=True``): to a hidden temporary file in the same folder, flushed and
+    fsynced, then renamed over ``<name>`` with :func:`os.replace` (atomic within a POSIX
+    file system); the folder is fsynced so the rename survives a crash of the machine.
+    Temporary files a kill left behind are removed on the next save of that name.
+    Remote (fsspec) paths go through Lightning's own writer. Under DDP the strategy
+    calls this on global rank 0 only.
     """
 
     def save_checkpoint(
@@ -70,30 +88,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         path = Path(local_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        for stale in _stale_temporaries(path):
             stale.unlink(missing_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+
+        def write(temporary: Path) -> None:
             with open(temporary, "wb") as file:
                 torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        _fsync_folder(path.parent)
+
+        write_atomically(path, write, durable=True)
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (some file systems cannot sync a folder)."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+def _stale_temporaries(path: Path) -> list[Path]:
+    """Temporary files of earlier saves of ``path`` (any process's, so a killed one's).
+
+    Their names are :func:`~landslide_lit.atomic.temporary_path`'s, and
+    ``.<name>.<pid>.tmp`` of the versions before it.
+    """
+    if not path.parent.is_dir():
+        return []
+    stem, suffix = glob.escape(path.stem), glob.escape(path.suffix)
+    patterns = (f".{stem}.tmp-*{suffix}", f".{glob.escape(path.name)}.*.tmp")
+    return [stale for pattern in patterns for stale in path.parent.glob(pattern)]
 
 
 class Interrupted(LandslideLitError):
@@ -324,15 +339,23 @@ def resume_checkpoint(
     if ckpt_path == "last":
         found = last_checkpoint(directory, trainer_config.get("default_root_dir"))
         if found is None:
-            log.warning("--ckpt_path last: no checkpoint under %s; starting a new run", directory)
+            _warn_on_rank_zero(
+                "--ckpt_path last: no checkpoint under %s; starting a new run", directory
+            )
             return None
-        log.warning("resuming from %s", found)
+        _warn_on_rank_zero("resuming from %s", found)
         ckpt_path = str(found)
     checkpoint = read_checkpoint(ckpt_path)
     run_folder = _run_folder(checkpoint, Path(ckpt_path), Path(directory))
     if run_folder is not None:
         _pin_logger_versions(trainer_config, run_folder, Path(directory))
     return ckpt_path
+
+
+def _warn_on_rank_zero(message: str, *args: Any) -> None:
+    """Log a warning once per run: every rank of a DDP run resolves the checkpoint."""
+    if _global_rank_zero():
+        log.warning(message, *args)
 
 
 def _run_folder(checkpoint: dict[str, Any], path: Path, directory: Path) -> Path | None:

@@ -27,9 +27,10 @@ from landslide_lit.checkpointing import command_guard, reserve_run_version, resu
 from landslide_lit.data.composite import resolve_channels
 from landslide_lit.data.cube import region_cube_path
 from landslide_lit.data.datamodule import LandslideDataModule
+from landslide_lit.encoders import EncoderWeightsError
 from landslide_lit.errors import TRACEBACK_ENV, ConfigError, LandslideLitError
 from landslide_lit.logs import configure_logging
-from landslide_lit.module import EncoderWeightsError, LandslideSegmenter
+from landslide_lit.module import LandslideSegmenter
 from landslide_lit.parse_errors import UNION_DUMP, explain_region_error, parse_error
 from landslide_lit.regions import REGIONS, get_region
 from landslide_lit.runs import (

@@ -12,6 +12,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+
+from landslide_lit.atomic import write_atomically
+
+__all__ = [
+    "plot_pr_curves",
+    "plot_prediction_panels",
+    "plot_table_bars",
+    "plot_transfer_heatmap",
+]
 
 
 def plot_prediction_panels(
@@ -201,10 +211,10 @@ def plot_transfer_heatmap(
     return _save(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` atomically (its format from the suffix) and close it."""
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return write_atomically(path, lambda temporary: fig.savefig(temporary, dpi=120))
+    finally:
+        plt.close(fig)

@@ -16,6 +16,8 @@ import shutil
 import socket
 from pathlib import Path
 
+__all__ = ["is_stale", "owner_tag", "remove_stale"]
+
 log = logging.getLogger(__name__)
 
 _OWNER = re.compile(r"pid(?P<pid>\d+)-(?P<host>[A-Za-z0-9_]+)")

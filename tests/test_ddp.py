@@ -28,7 +28,7 @@ from landslide_lit.augment import SarAugmentation
 from landslide_lit.cli import run
 from landslide_lit.data.datamodule import LandslideDataModule
 from landslide_lit.distributed import EvaluationShard, training_shard
-from landslide_lit.module import BinnedAUROC, BinnedAveragePrecision
+from landslide_lit.metrics import BinnedAUROC, BinnedAveragePrecision
 from landslide_lit.runs import latest_best_checkpoint
 from tests.conftest import TINY_MODEL
 

@@ -10,20 +10,12 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-import landslide_lit.evaluation as evaluation
+from landslide_lit import precision
+from landslide_lit.bootstrap import bootstrap_replicates, chip_bootstrap, paired_difference
 from landslide_lit.cli import run
 from landslide_lit.errors import ConfigError
-from landslide_lit.evaluation import (
-    EvaluationWriter,
-    Scores,
-    average_precision,
-    bootstrap_replicates,
-    chip_bootstrap,
-    no_skill,
-    paired_difference,
-    precision_recall_points,
-    summarise,
-)
+from landslide_lit.evaluation import EvaluationWriter, Scores, summarise
+from landslide_lit.precision import average_precision, no_skill, precision_recall_points
 from landslide_lit.runs import latest_best_checkpoint
 from tests.conftest import TINY_MODEL
 
@@ -88,7 +80,7 @@ def chips(rng, n=12, size=16, seeds=1):
 def test_bootstrap_replicates_equal_sklearn_on_the_resampled_chips(dense, monkeypatch):
     """Each replicate's weighted cumulative sums give sklearn's AP of the drawn chips."""
     if not dense:
-        monkeypatch.setattr(evaluation, "_DENSE_ENTRIES", 0)
+        monkeypatch.setattr(precision, "DENSE_ENTRIES", 0)
     rng = np.random.default_rng(1)
     (probability,), target = chips(rng)
     weights = (rng.random(target.shape) > 0.1).astype(float)

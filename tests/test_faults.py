@@ -263,6 +263,7 @@ def test_a_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"step": 1, "weights": torch.ones(1000)}, path)
     (path.parent / ".last.ckpt.12345.tmp").write_bytes(b"left by a SIGKILL mid-save")
+    (path.parent / ".last.tmp-12346.ckpt").write_bytes(b"left by a SIGKILL mid-save")
 
     def crash(checkpoint: dict, file, *args, **kwargs) -> None:
         file.write(b"PK\x03\x04" + bytes(4096))

@@ -15,7 +15,7 @@ import pytest
 import torch
 import xarray as xr
 
-from landslide_lit import maps
+from landslide_lit import map_files, maps
 from landslide_lit.data import windows as windows_module
 from landslide_lit.data.acquisitions import select_acquisitions
 from landslide_lit.data.composite import CompositeSettings, build_composite
@@ -346,7 +346,7 @@ def test_a_failure_to_write_the_map_stops_predict(cube_root, tmp_path, small_ban
     def full_disk(self, band):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(maps._NetCDF, "write", full_disk)
+    monkeypatch.setattr(map_files.NetCDFFile, "write", full_disk)
     dm = datamodule(cube_root)
     with pytest.raises(RuntimeError, match="writing the map of talakmau failed") as error:
         predict(constant_model(dm.channel_names), dm, tmp_path, formats=["netcdf"])

@@ -18,8 +18,9 @@ from sklearn.metrics import (
 )
 from torch.utils.data import DataLoader
 
+from landslide_lit.encoders import EncoderWeightsError
 from landslide_lit.errors import ConfigError
-from landslide_lit.module import EncoderWeightsError, LandslideSegmenter
+from landslide_lit.module import LandslideSegmenter
 
 CHANNELS = ["vv_before", "vh_before", "vv_after", "vh_after"]
 DEM = ["dem_aspect", "dem_slope_radians", "dem_curvature"]

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from landslide_lit.atomic import write_atomically
-from landslide_lit.evaluation import METHOD_NAMES, Method, Scores, chip_bootstrap
+from landslide_lit.bootstrap import METHOD_NAMES, Method, chip_bootstrap
+from landslide_lit.evaluation import Scores
 
 __all__ = ["Bootstrap", "Cell", "csv_value", "fmt", "pool_cell", "write_csv"]
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from landslide_lit import cli
 from landslide_lit.atomic import write_text_atomically
-from landslide_lit.evaluation import DEFAULT_METHOD, METHOD_NAMES, Scores
+from landslide_lit.bootstrap import DEFAULT_METHOD, METHOD_NAMES
+from landslide_lit.evaluation import Scores
 from landslide_lit.figures import plot_prediction_panels
 
 __all__ = ["EVALUATIONS", "MAP_REGION", "main"]

@@ -32,7 +32,7 @@ from typing import Any
 from landslide_lit import cli
 from landslide_lit.atomic import write_json_atomically
 from landslide_lit.checkpointing import last_checkpoint
-from landslide_lit.module import EncoderWeightsError
+from landslide_lit.encoders import EncoderWeightsError
 from landslide_lit.runs import latest_best_checkpoint
 from landslide_lit.stages import METRIC_SPLIT, Command
 

@@ -18,15 +18,15 @@ from typing import Any
 
 from landslide_lit.argv import option_value, resolve_bundled_configs
 from landslide_lit.atomic import write_json_atomically
-from landslide_lit.data.cube import existing_cube
-from landslide_lit.data.synthetic import write_synthetic_cube
-from landslide_lit.errors import ConfigError
-from landslide_lit.evaluation import (
+from landslide_lit.bootstrap import (
     DEFAULT_BOOTSTRAP_SEED,
     DEFAULT_METHOD,
     DEFAULT_REPLICATES,
     METHOD_NAMES,
 )
+from landslide_lit.data.cube import existing_cube
+from landslide_lit.data.synthetic import write_synthetic_cube
+from landslide_lit.errors import ConfigError
 from landslide_lit.experiments.runner import Runner, RunSpec, progress
 from landslide_lit.regions import ZENODO_DOI, data_root, get_region
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from landslide_lit import figures
-from landslide_lit.evaluation import paired_difference, precision_recall_points
+from landslide_lit.bootstrap import paired_difference
 from landslide_lit.experiments.cells import Bootstrap, Cell, fmt, pool_cell
 from landslide_lit.experiments.paper import COMPARISONS, PAPER_NO_SKILL, PAPER_PAIR, PAPER_TABLE1
 from landslide_lit.experiments.runner import RunSpec
 from landslide_lit.experiments.study import Setup, banner, inputs, seeds_text
+from landslide_lit.precision import precision_recall_points
 
 __all__ = [
     "Column",
