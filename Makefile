@@ -41,6 +41,7 @@ bench-quick: install
 lint: install
 	$(VENV)/bin/ruff check landslide_lit tests bench
 	$(VENV)/bin/ruff format --check landslide_lit tests bench
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff check --fix landslide_lit tests bench

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from landslide_lit import __version__
+from landslide_lit.version import __version__
 from landslide_lit.data.store import read_raw_rows, remove_stale_composites
 from landslide_lit.data.windows import WindowDataset, WindowPlan
 from landslide_lit.errors import ConfigError

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from landslide_lit import __version__
+from landslide_lit.version import __version__
 from landslide_lit.data.chips import Chips, Keep
 from landslide_lit.data.entries import (
     FORMAT_VERSION,
