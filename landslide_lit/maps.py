@@ -38,12 +38,12 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from landslide_lit.version import __version__
 from landslide_lit.data.store import read_raw_rows, remove_stale_composites
 from landslide_lit.data.windows import WindowDataset, WindowPlan
 from landslide_lit.errors import ConfigError
 from landslide_lit.map_files import CHUNK, Band, Format, MapFiles
 from landslide_lit.owners import owner_tag, remove_stale
+from landslide_lit.version import __version__
 
 __all__ = ["MERGE_PIXELS", "PARTIAL_GLOB", "ProbabilityMapWriter", "default_formats"]
 

@@ -62,7 +62,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from landslide_lit.version import __version__
 from landslide_lit.data.chips import Chips, Keep
 from landslide_lit.data.entries import (
     FORMAT_VERSION,
@@ -76,6 +75,7 @@ from landslide_lit.data.stats import ChannelStats
 from landslide_lit.distributed import on_rank_zero
 from landslide_lit.errors import ConfigError
 from landslide_lit.regions import Region, data_root
+from landslide_lit.version import __version__
 
 __all__ = [
     "CACHE_DIR",
