@@ -96,6 +96,19 @@ class Cell:
         """The pixel weights of the evaluation (pixels without SAR data left out or not)."""
         return self.scores[0].weights(self.ignore_invalid)
 
+    def csv_columns(self, seeds: Sequence[int]) -> dict[str, Any]:
+        """The columns every results CSV gives a cell, in their order (seeds: the run's)."""
+        return {
+            "n_seeds": len(self.per_seed),
+            "seeds": " ".join(map(str, seeds)) if self.per_seed else "",
+            "auprc_mean": self.mean,
+            "auprc_std": self.std,
+            "ci95_low": self.low,
+            "ci95_high": self.high,
+            "auprc_per_seed": list(self.per_seed),
+            "no_skill": self.no_skill,
+        }
+
     def summary(self) -> dict[str, Any]:
         """The numbers as a mapping, as :mod:`landslide_lit.figures` takes them."""
         names = ("mean", "std", "low", "high", "no_skill", "chips", "pixels")
