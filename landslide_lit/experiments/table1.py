@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         "Reproduce Table 1 of Prapas et al.: the four configs (SAR, SAR & DEM, each with "
         "and without augmentations) over K seeds, trained on one region; AUPRC on its "
         "validation chips (the paper's column) and on the test region's chips, as mean +- "
-        "std over seeds with a 95%% chip-bootstrap interval, beside the no-skill baseline "
+        "std over seeds with a 95 % chip-bootstrap interval, beside the no-skill baseline "
         "and the published values. Writes OUTPUT/NAME/table.md, table.csv, "
         "differences.csv and figures.",
     )
