@@ -59,7 +59,7 @@ def cache_main(args: list[str]) -> None:
     Without ``--cache-dir`` both places a run may have used are emptied: the data root's
     ``.chip_cache`` and the per-user folder a read-only data root falls back to.
     """
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="landslide-lit cache",
         description=f"Manage the chip cache (<data root>/{CACHE_DIR}, else {user_cache_dir()}).",
     )
@@ -73,6 +73,11 @@ def cache_main(args: list[str]) -> None:
         help="clear this folder only (what --data.cache_dir named)",
     )
     options = parser.parse_args(args)
+    if options.root is not None and not Path(options.root).expanduser().is_dir():
+        raise ConfigError(
+            f"--root {options.root}: no such folder; give the data root that holds the "
+            f"cubes (and their {CACHE_DIR})"
+        )
     if options.cache_dir is not None:
         folders = [Path(options.cache_dir).expanduser()]
     else:

@@ -501,6 +501,11 @@ CASES = [
     ),
     Case("synth unknown region", lambda w: ["synth", "--region", "nowhere"], "--region"),
     Case("cache unknown action", lambda w: ["cache", "purge"], "purge"),
+    Case(
+        "cache clear of a missing root",
+        lambda w: ["cache", "clear", "--root", str(w.scratch / "no_such_root")],
+        "--root",
+    ),
     Case("reproduce zero seeds", lambda w: ["reproduce", "--seeds", "0"], "--seeds"),
 ]
 
