@@ -314,18 +314,23 @@ def run_grid(
     setup: Setup,
     options: argparse.Namespace,
     grid: Callable[[], list[RunSpec]],
-    prepare: Callable[[], None],
+    regions: Sequence[str],
+    settings: dict[str, Any],
 ) -> tuple[list[RunSpec], list[dict[str, Any]]] | None:
     """List, run one run of, or run all of the grid; the specs and results when all ran.
 
-    ``prepare`` (cube and settings checks) runs before the grid is built, except for
-    ``--list``, which neither needs cubes nor writes anything.
+    Before the grid is built, the cubes of ``regions`` must exist and the experiment
+    folder must hold no runs made with other ``settings`` (the synthetic flag and the
+    fit options added), except for ``--list``, which neither needs cubes nor writes
+    anything.
     """
     runner = Runner(setup.folder, setup.evaluation_extra)
     if options.list:
         list_runs(runner, grid())
         return None
-    prepare()
+    require_cubes(regions, setup)
+    check_settings(setup, {**settings, "synthetic": setup.synthetic, "fit_extra": setup.fit_extra})
+    offline_note(setup)
     specs = grid()
     only = selected_run(options, len(specs))
     if only is not None:

@@ -20,11 +20,8 @@ from landslide_lit.experiments.paper import TABLE1_CONFIGS
 from landslide_lit.experiments.runner import EvaluationSpec, RunSpec, progress
 from landslide_lit.experiments.study import (
     Setup,
-    check_settings,
     common_parser,
     fit_args,
-    offline_note,
-    require_cubes,
     run_grid,
     setup_study,
 )
@@ -52,15 +49,10 @@ def main(args: list[str]) -> Path | None:
     setup = setup_study(options, extra, f"table1_{train}_{test}")
     configs = [c.removesuffix(".yaml") for c in options.configs]
 
-    def prepare() -> None:
-        require_cubes([train, test], setup)
-        settings = {"command": "reproduce", "train_region": train, "test_region": test}
-        check_settings(
-            setup, {**settings, "synthetic": setup.synthetic, "fit_extra": setup.fit_extra}
-        )
-        offline_note(setup)
-
-    ran = run_grid(setup, options, lambda: grid(configs, setup, train, test), prepare)
+    settings = {"command": "reproduce", "train_region": train, "test_region": test}
+    ran = run_grid(
+        setup, options, lambda: grid(configs, setup, train, test), [train, test], settings
+    )
     if ran is None:
         return None
     bootstrap = Bootstrap.from_options(options)

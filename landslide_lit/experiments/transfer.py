@@ -22,12 +22,9 @@ from landslide_lit.experiments.runner import EvaluationSpec, RunSpec, progress
 from landslide_lit.experiments.study import (
     Setup,
     banner,
-    check_settings,
     common_parser,
     fit_args,
     inputs,
-    offline_note,
-    require_cubes,
     run_grid,
     seeds_text,
     setup_study,
@@ -44,13 +41,8 @@ def main(args: list[str]) -> Path | None:
     regions = _regions(options.regions, setup)
     config = options.transfer_config.removesuffix(".yaml")
 
-    def prepare() -> None:
-        require_cubes(regions, setup)
-        settings = {"command": "transfer", "config": config, "synthetic": setup.synthetic}
-        check_settings(setup, {**settings, "fit_extra": setup.fit_extra})
-        offline_note(setup)
-
-    ran = run_grid(setup, options, lambda: grid(config, setup, regions), prepare)
+    settings = {"command": "transfer", "config": config}
+    ran = run_grid(setup, options, lambda: grid(config, setup, regions), regions, settings)
     if ran is None:
         return None
     bootstrap = Bootstrap.from_options(options)
