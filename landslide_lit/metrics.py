@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
@@ -111,6 +112,18 @@ class ProbabilityHistogram(Metric):
         index = ((logit + span) * (self.bins / (2 * span))).long().clamp_(0, self.bins - 1)
         index += target.flatten().long() * self.bins
         self.counts += torch.bincount(index, minlength=2 * self.bins).view(2, self.bins)
+
+    def lower_edges(self) -> np.ndarray:
+        """The probability at each bin's lower edge, increasing; 0 for the first bin (its tail).
+
+        ``probability >= edge`` takes a bin and every bin above it (up to float rounding
+        of the logit at the edge): the thresholds of the binned curves.
+        """
+        span = self.logit_range
+        logits = np.arange(self.bins) * (2 * span / self.bins) - span
+        edges = 1 / (1 + np.exp(-logits))
+        edges[0] = 0.0
+        return edges
 
     def _rates(self) -> tuple[Tensor, Tensor, Tensor]:
         """True and false positives above each threshold, highest first, and all positives."""

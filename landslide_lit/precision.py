@@ -28,7 +28,8 @@ class SortedPixels:
 
     ``pos[k]``/``neg[k]`` are the (weighted) positive/negative pixels of chip ``chip[k]``
     whose score is the ``group[k]``-th largest distinct score; entries are ordered by
-    group. ``ends`` indexes the last entry of each group, where the curve has a point.
+    group. ``ends`` indexes the last entry of each group, where the curve has a point;
+    ``positive_groups`` are the groups with a positive pixel, where recall grows.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class SortedPixels:
         # with its chip counts (BLAS), instead of cumulative sums over every pixel.
         self.dense = None
         positive_groups = np.unique(pair_group[self.pos > 0])
+        self.positive_groups = positive_groups
         if positive_groups.size * n_chips <= DENSE_ENTRIES:
             row = np.searchsorted(positive_groups, pair_group)
             keep = row < positive_groups.size  # after the last positive: no recall gained
@@ -86,6 +88,16 @@ class SortedPixels:
                 for values in (self.pos, self.neg)
             )
 
+    @classmethod
+    def of_chips(
+        cls, scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+    ) -> SortedPixels:
+        """Sorted pixels of N chips: ``scores``, ``labels`` (and ``weights``) of shape (N, ...)."""
+        labels = np.asarray(labels)
+        n = labels.shape[0]
+        chip = np.arange(n).reshape(-1, *([1] * (labels.ndim - 1)))
+        return cls(scores, labels, weights, np.broadcast_to(chip, labels.shape), n)
+
     def cumulative(self, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """True and false positives above each threshold, per row of chip ``counts`` (B, chips)."""
         if counts is None:
@@ -95,14 +107,23 @@ class SortedPixels:
         fp = np.cumsum(self.neg * factor, axis=1)[:, self.ends]
         return tp, fp
 
-    def average_precision(self, counts: np.ndarray | None = None) -> np.ndarray:
-        """AP per row of chip ``counts`` (B, chips) (NaN where no positive pixel is drawn)."""
+    def at_positives(self, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """True and false positives at each threshold with a positive pixel (B, groups).
+
+        Per row of chip ``counts`` (B, chips); the thresholds are
+        ``thresholds[positive_groups]``. The rest of the curve adds false positives only,
+        so every average precision and best operating point lies at these thresholds.
+        """
         if counts is None:
             counts = np.ones((1, self.n_chips))
         if self.dense is not None:
-            tp, fp = (counts @ matrix.T for matrix in self.dense)
-        else:
-            tp, fp = self.cumulative(counts)
+            return tuple(counts @ matrix.T for matrix in self.dense)
+        tp, fp = self.cumulative(counts)
+        return tp[:, self.positive_groups], fp[:, self.positive_groups]
+
+    def average_precision(self, counts: np.ndarray | None = None) -> np.ndarray:
+        """AP per row of chip ``counts`` (B, chips) (NaN where no positive pixel is drawn)."""
+        tp, fp = self.at_positives(counts)
         if tp.shape[1] == 0:
             return np.full(tp.shape[0], np.nan)
         total = tp[:, -1]
