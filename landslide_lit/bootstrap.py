@@ -35,6 +35,7 @@ __all__ = [
     "Method",
     "bootstrap_replicates",
     "chip_bootstrap",
+    "chip_draws",
     "paired_difference",
 ]
 
@@ -94,16 +95,13 @@ class _ChipStatistic:
         if weights is not None and np.shape(weights) != labels.shape:
             raise ValueError(f"weights {np.shape(weights)} and labels {labels.shape} differ")
         self.n = labels.shape[0]
-        chip_of_pixel = np.broadcast_to(
-            np.arange(self.n).reshape(-1, *([1] * (labels.ndim - 1))), labels.shape
-        )
 
         def curves(seeds: np.ndarray | Sequence[np.ndarray]) -> list[SortedPixels]:
             arrays = [seeds] if isinstance(seeds, np.ndarray) else list(seeds)
             for s in map(np.asarray, arrays):
                 if s.shape != labels.shape:
                     raise ValueError(f"scores {s.shape} and labels {labels.shape} differ in shape")
-            return [SortedPixels(s, labels, weights, chip_of_pixel, self.n) for s in arrays]
+            return [SortedPixels.of_chips(s, labels, weights) for s in arrays]
 
         self.curves = curves(scores)
         self.minus = [] if minus is None else curves(minus)
@@ -140,7 +138,7 @@ class _ChipStatistic:
         return values.reshape(np.shape(indices)[:-1])
 
 
-def _draws(n: int, replicates: int, seed: int) -> np.ndarray:
+def chip_draws(n: int, replicates: int, seed: int) -> np.ndarray:
     """Chip counts (replicates, n) of ``replicates`` draws of n chips with replacement.
 
     The same ``seed`` and ``n`` give the same draws whatever the scores, so the replicates
@@ -177,7 +175,7 @@ def chip_bootstrap(
     statistic = _ChipStatistic(scores, labels, weights)
     per_seed = statistic.per_seed()
     estimate = float(np.mean(per_seed))
-    values = statistic.of_counts(_draws(statistic.n, max(replicates, 0), seed))
+    values = statistic.of_counts(chip_draws(statistic.n, max(replicates, 0), seed))
     low, high, note = _interval(statistic, estimate, values, level, method)
     return Interval(
         estimate,
@@ -209,7 +207,7 @@ def bootstrap_replicates(
     count, so the replicates of two models on the same chips can be subtracted.
     """
     statistic = _ChipStatistic(scores, labels, weights, block_bytes=block_bytes)
-    values = statistic.of_counts(_draws(statistic.n, max(replicates, 0), seed))
+    values = statistic.of_counts(chip_draws(statistic.n, max(replicates, 0), seed))
     return statistic.per_seed(), values
 
 
@@ -233,7 +231,7 @@ def paired_difference(
     """
     statistic = _ChipStatistic(scores_a, labels, weights, minus=scores_b)
     estimate = float(statistic.of_counts(np.ones((1, statistic.n)))[0])
-    values = statistic.of_counts(_draws(statistic.n, max(replicates, 0), seed))
+    values = statistic.of_counts(chip_draws(statistic.n, max(replicates, 0), seed))
     low, high, _ = _interval(statistic, estimate, values, level, method)
     return estimate, low, high
 
