@@ -37,11 +37,13 @@ from landslide_lit.bootstrap import (
     METHOD_NAMES,
     Method,
     chip_bootstrap,
+    chip_draws,
 )
 from landslide_lit.errors import ConfigError
 from landslide_lit.metrics import dataloader_regions
 from landslide_lit.precision import no_skill, precision_recall_points
 from landslide_lit.stages import EVALUATED_BY, METRIC_SPLIT, Command
+from landslide_lit.thresholds import MAX_F1, summarise_thresholds
 
 __all__ = ["EvaluationWriter", "Scores", "summarise", "write_json"]
 
@@ -102,7 +104,11 @@ def summarise(
     seed: int = DEFAULT_BOOTSTRAP_SEED,
     method: Method = DEFAULT_METHOD,
 ) -> dict[str, Any]:
-    """Exact AUPRC, its chip-bootstrap interval, the no-skill baseline and counts."""
+    """Exact AUPRC, its chip-bootstrap interval, the no-skill baseline, counts and thresholds.
+
+    ``thresholds`` holds the operating points (:mod:`landslide_lit.thresholds`) with
+    percentile intervals over the same chip draws as the AUPRC's.
+    """
     weights = scores.weights(ignore_invalid)
     interval = chip_bootstrap(
         scores.probability,
@@ -129,6 +135,13 @@ def summarise(
             "failed_replicates": interval.failed,
             "note": interval.note,
         },
+        "thresholds": summarise_thresholds(
+            scores.probability,
+            scores.target,
+            weights,
+            chip_draws(len(scores.target), max(replicates, 0), seed),
+            interval.level,
+        ),
     }
 
 
@@ -144,8 +157,12 @@ class EvaluationWriter(Callback):
     * ``metrics.json``: exact AUPRC, its 95 % chip-bootstrap interval (BCa unless
       ``bootstrap_method`` says ``percentile``; ``bootstrap`` records the method, and a
       ``note`` where no interval could be made), the no-skill baseline, chips, pixels, the
-      checkpoint evaluated;
-    * ``pr_curve.png``: the precision-recall curve with the no-skill line;
+      checkpoint evaluated; ``thresholds``: the operating points of these chips (max F1,
+      precision 0.5/0.7/0.9; :mod:`landslide_lit.thresholds`) with percentile intervals
+      over the same chip draws, and ``checkpoint_thresholds``, those chosen on validation
+      during ``fit`` that maps apply;
+    * ``pr_curve.png``: the precision-recall curve with the no-skill line and the
+      operating points;
     * ``predictions.png``: predicted vs true landslides on the most affected chips;
     * ``scores.npz``: per-pixel probabilities, targets, valid masks and chip origins (to
       recompute intervals or combine seeds, as ``landslide-lit reproduce`` does).
@@ -262,6 +279,8 @@ class EvaluationWriter(Callback):
                 ignore_invalid=ignore_invalid,
                 extra={
                     "checkpoint": _path_or_none(trainer.ckpt_path),
+                    # what predict applies: chosen on validation during fit
+                    "checkpoint_thresholds": getattr(pl_module, "thresholds", None),
                     "train_region": train_region,
                     "synthetic": getattr(datamodule, "synthetic", None),
                 },
@@ -290,12 +309,18 @@ class EvaluationWriter(Callback):
             "ignore_invalid": ignore_invalid,
             **(extra or {}),
         }
+        if stage == "test":
+            metrics["thresholds"]["note"] = (
+                "chosen on these test chips, to describe them; maps use thresholds chosen "
+                "on validation (checkpoint_thresholds)"
+            )
         files = {"metrics": "metrics.json", **self._write_files(folder, scores, metrics)}
         metrics["files"] = files
         write_json(folder / "metrics.json", metrics)
         low, high = metrics["auprc_ci95"]
+        best = metrics["thresholds"]["operating_points"][MAX_F1]
         log.info(
-            "%s %s: AUPRC %.3f (95%% %s CI %.3f-%.3f over %d chips), no skill %.3f; wrote %s",
+            "%s %s: AUPRC %.3f (95%% %s CI %.3f-%.3f over %d chips), no skill %.3f, %s; wrote %s",
             stage,
             region,
             metrics["auprc"],
@@ -304,6 +329,11 @@ class EvaluationWriter(Callback):
             high,
             metrics["chips"],
             metrics["no_skill"],
+            (
+                f"max F1 {best['f1']:.3f} at probability >= {best['threshold']:.3g}"
+                if best["reachable"]
+                else "no landslide pixel"
+            ),
             folder,
         )
         return folder
@@ -313,11 +343,13 @@ class EvaluationWriter(Callback):
         weights = scores.weights(metrics["ignore_invalid"])
         precision, recall, _ = precision_recall_points(scores.probability, scores.target, weights)
         label = f"{metrics['region']} {metrics['split']}"
+        points = metrics["thresholds"]["operating_points"]
         figures.plot_pr_curves(
             {label: (precision, recall, metrics["auprc"], metrics["auprc_ci95"])},
             {label: metrics["no_skill"]},
             folder / "pr_curve.png",
             title=f"Precision-recall, {label}",
+            operating_points={label: {r: p for r, p in points.items() if p["reachable"]}},
         )
         files = {"pr_curve": "pr_curve.png"}
         if self.panels > 0:

@@ -52,17 +52,25 @@ def plot_prediction_panels(
     return _save(fig, path)
 
 
+RULE_MARKERS = {"max_f1": "*", "precision@0.5": "o", "precision@0.7": "s", "precision@0.9": "^"}
+"""Marker of each operating point on a PR curve (other rules: diamonds)."""
+
+
 def plot_pr_curves(
     curves: dict[str, tuple[np.ndarray, np.ndarray, float, Sequence[float] | None]],
     no_skill: dict[str, float],
     path: str | Path,
     title: str = "Precision-recall",
+    operating_points: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> Path:
     """Precision-recall curves, one per label, each with its no-skill line.
 
     ``curves`` maps a label to (precision, recall, AUPRC, 95 % interval or None);
     ``no_skill`` maps the same labels to the fraction of landslide pixels, drawn as a
-    dashed horizontal line in the curve's colour.
+    dashed horizontal line in the curve's colour. ``operating_points`` maps a label to
+    its points by rule (``max_f1``, ``precision@0.7``...), each a dict with
+    ``threshold``, ``precision``, ``recall`` and ``f1``: marked on the curve and named,
+    with their threshold, in the legend.
     """
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     for i, (label, (precision, recall, auprc, interval)) in enumerate(curves.items()):
@@ -79,12 +87,25 @@ def plot_pr_curves(
                 linewidth=1,
                 label=f"no skill {no_skill[label]:.3f}",
             )
+        for rule, point in (operating_points or {}).get(label, {}).items():
+            name = f"max F1 {point['f1']:.2f}" if rule == "max_f1" else rule
+            ax.plot(
+                point["recall"],
+                point["precision"],
+                linestyle="none",
+                marker=RULE_MARKERS.get(rule, "D"),
+                markersize=9 if rule == "max_f1" else 6,
+                markerfacecolor=colour,
+                markeredgecolor="black",
+                zorder=3,
+                label=f"{name} at p >= {point['threshold']:.3g}",
+            )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="best")  # the curve and its points decide where
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
