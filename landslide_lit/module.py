@@ -13,6 +13,12 @@ Logged keys, with one validation/test dataloader per region (names from the data
   (the fraction of landslide pixels: the AUPRC of a classifier without skill);
 - ``val/auprc``: the AUPRC of the first validation region, the scalar to monitor.
 
+During ``fit``, each validation epoch also chooses the operating points of the first
+validation region (:mod:`landslide_lit.thresholds`: max F1 and precision 0.5/0.7/0.9,
+from its probability histogram, or its pixels with ``val_auprc="exact"``); they are kept
+in ``thresholds`` and saved in every checkpoint as ``checkpoint["thresholds"]``, so the
+best checkpoint holds its own epoch's. ``validate`` and ``test`` never change them.
+
 Metrics are computed over all pixels of a region's chips at epoch end; with
 ``ignore_invalid`` only over pixels with SAR data. Under DDP each process evaluates its
 own chips (the datamodule shards them without repeats) and the metric states are
@@ -29,8 +35,10 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
+from torchmetrics.utilities import dim_zero_cat
 
 from landslide_lit.encoders import (
     EncoderWeightsError,
@@ -41,8 +49,18 @@ from landslide_lit.encoders import (
     load_encoder_weights,
 )
 from landslide_lit.errors import ConfigError
-from landslide_lit.metrics import BatchMean, dataloader_regions, region_metrics
+from landslide_lit.metrics import (
+    BatchMean,
+    ProbabilityHistogram,
+    dataloader_regions,
+    region_metrics,
+)
 from landslide_lit.stages import EVALUATED_BY, METRIC_SPLIT
+from landslide_lit.thresholds import (
+    histogram_operating_points,
+    operating_points,
+    stored_thresholds,
+)
 
 __all__ = ["IGNORE_INDEX", "BCEWithLogits", "LandslideSegmenter", "Loss"]
 
@@ -124,6 +142,8 @@ class LandslideSegmenter(L.LightningModule):
         self.make_lr_scheduler = lr_scheduler
         self.metrics = nn.ModuleDict()
         self.losses = nn.ModuleDict()
+        self.thresholds: dict[str, Any] | None = None
+        """Operating points of the train region's validation (see the module docstring)."""
         self.configure_models()
         self.configure_losses()
 
@@ -266,10 +286,41 @@ class LandslideSegmenter(L.LightningModule):
         return scores
 
     def on_validation_epoch_end(self) -> None:
-        """Log the validation metrics of every region, and ``val/auprc`` of the first."""
-        values = self._log_metrics("val")
+        """Log the validation metrics of every region, and ``val/auprc`` of the first.
+
+        In ``fit`` (not its sanity check), also choose the first region's thresholds.
+        """
         first = next(iter(self.metrics["val"]))
+        trainer = self.trainer
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self.thresholds = self._validation_thresholds(first)
+        values = self._log_metrics("val")
         self.log("val/auprc", values[f"val/{first}/auprc"], prog_bar=True, sync_dist=True)
+
+    def _validation_thresholds(self, region: str) -> dict[str, Any]:
+        """Operating points of ``region``'s validation curve, the same on every rank."""
+        curve = self.metrics["val"][region]["auprc"]
+        # Every rank takes part and reads the states reduced over all ranks.
+        with curve.sync_context():
+            if isinstance(curve, ProbabilityHistogram):
+                found = histogram_operating_points(curve.counts.cpu().numpy(), curve.lower_edges())
+                source = f"validation histogram, {curve.bins} bins"
+            else:  # exact: every validation pixel
+                states = (curve.preds, curve.target)
+                found = operating_points(*(dim_zero_cat(s).cpu().numpy() for s in states))
+                source = "validation pixels, exact"
+        return stored_thresholds(
+            found, region=region, split="val", epoch=self.current_epoch, source=source
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the validation thresholds (when chosen) with the weights."""
+        if self.thresholds is not None:
+            checkpoint["thresholds"] = self.thresholds
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the validation thresholds; None from a checkpoint without them."""
+        self.thresholds = checkpoint.get("thresholds")
 
     def on_test_epoch_end(self) -> None:
         """Log the test metrics of every region."""

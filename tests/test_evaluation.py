@@ -254,6 +254,9 @@ def test_test_writes_metrics_curve_and_panels_next_to_its_logs(fitted, monkeypat
     assert metrics["chips"] == len(cli.datamodule.chips(cli.datamodule.test_region))
     assert metrics["pixels"] == metrics["chips"] * 128 * 128
     assert metrics["split"] == "test" and metrics["synthetic"] is True
+    # thresholds of these chips, and the validation thresholds the checkpoint keeps
+    assert metrics["thresholds"]["operating_points"]["max_f1"]["reachable"]
+    assert metrics["checkpoint_thresholds"]["split"] == "val"
     for name in ("pr_curve.png", "predictions.png", "scores.npz"):
         assert (folder / name).stat().st_size > 0
     scores = Scores.load(folder / "scores.npz")
