@@ -28,8 +28,10 @@ from landslide_lit.augment import SarAugmentation
 from landslide_lit.cli import run
 from landslide_lit.data.datamodule import LandslideDataModule
 from landslide_lit.distributed import EvaluationShard, training_shard
+from landslide_lit.evaluation import Scores
 from landslide_lit.metrics import BinnedAUROC, BinnedAveragePrecision
 from landslide_lit.runs import latest_best_checkpoint
+from landslide_lit.thresholds import histogram_operating_points
 from tests.conftest import TINY_MODEL
 
 TWO_PROCESSES = ["--trainer.accelerator=cpu", "--trainer.devices=2"]
@@ -40,7 +42,8 @@ NAMES = ("auprc", "auroc", "f1", "iou", "no_skill", "loss")
 
 
 class RecordChips(L.Callback):
-    """Saves the origins of the chips each rank saw to ``folder/<stage>-<rank>.pt``."""
+    """Saves the origins of the chips each rank saw to ``folder/<stage>-<rank>.pt`` (and,
+    after fit, each rank's validation thresholds to ``folder/thresholds-<rank>.json``)."""
 
     def __init__(self, folder: str) -> None:
         self.folder = Path(folder)
@@ -59,6 +62,9 @@ class RecordChips(L.Callback):
     def teardown(self, trainer, pl_module, stage: str) -> None:
         for name, origins in self.seen.items():
             torch.save(torch.cat(origins), self.folder / f"{name}-{trainer.global_rank}.pt")
+        if stage == "fit":
+            path = self.folder / f"thresholds-{trainer.global_rank}.json"
+            path.write_text(json.dumps(pl_module.thresholds))
 
 
 def recorder(folder: Path) -> str:
@@ -139,6 +145,21 @@ def test_ddp_fit_trains_on_disjoint_shards_and_validates_every_chip_once(ddp_fit
     # validation inside the DDP fit scored the checkpoint as one process does
     single = evaluate(checkpoint, "validate", tmp_path)
     assert_same_scores(scores_of(fit, "val"), scores_of(single, "val"))
+
+
+def test_ddp_fit_stores_the_thresholds_of_every_ranks_pixels(ddp_fit, tmp_path):
+    """Every rank chose the same operating points, from the histogram of all ranks' chips."""
+    workdir, _, checkpoint = ddp_fit
+    ranks = [json.loads((workdir / f"thresholds-{r}.json").read_text()) for r in (0, 1)]
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["thresholds"]
+    assert ranks[0] == ranks[1] == stored and stored["operating_points"]
+    evaluate(checkpoint, "validate", tmp_path)
+    (folder,) = tmp_path.glob("runs/landslide/version_*/evaluation/val_hokkaido")
+    pixels = Scores.load(folder / "scores.npz")
+    histogram = BinnedAveragePrecision()
+    histogram.update(torch.from_numpy(pixels.probability), torch.from_numpy(pixels.target))
+    found = histogram_operating_points(histogram.counts.numpy(), histogram.lower_edges())
+    assert stored["operating_points"] == {r: p.as_dict() for r, p in found.points.items()}
 
 
 @pytest.mark.parametrize("command", ["validate", "test"])
