@@ -19,3 +19,17 @@ def test_import_contracts_hold():
     """Layers follow the data flow, the library never imports experiments, no cycles."""
     done = subprocess.run([sys.executable, "-c", LINT], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_subpackage_is_installed():
+    """A normal (non-editable) ``pip install`` ships every subpackage listed in pyproject."""
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = set(tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["packages"])
+    root = PYPROJECT.parent
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "landslide_lit").rglob("__init__.py")
+    }
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
