@@ -61,6 +61,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from landslide_lit.data.terrain import gradients, slope, terrain_features
 from landslide_lit.errors import ConfigError
 from landslide_lit.regions import REGIONS, CubeNames, Region, get_region
 
@@ -589,10 +590,8 @@ def _make_scene(
     preset: SyntheticPreset, shape: tuple[int, int], rngs: dict[str, np.random.Generator]
 ) -> _Scene:
     dem = _make_dem(rngs["dem"], shape, preset.terrain)
-    d_row, d_col = np.gradient(dem, PIXEL_M)
-    dz_east, dz_north = d_col, -d_row
-    slope = np.arctan(np.hypot(dz_east, dz_north))
-    slope_deg = np.degrees(slope)
+    dz_east, dz_north = gradients(dem, PIXEL_M, PIXEL_M)
+    slope_deg = np.degrees(slope(dz_east, dz_north))
     land = dem > 0
     cover = _make_cover(rngs["cover"], dem, slope_deg, land, preset.cover)
     slides, along, strength = _place_landslides(rngs["slides"], dem, land, preset.slides)
@@ -601,11 +600,12 @@ def _make_scene(
         asc: _geometry(dz_east, dz_north, x_m, asc, preset.radar.incidence_deg[0 if asc else 1])
         for asc in (True, False)
     }
+    features = terrain_features(dem, PIXEL_M, PIXEL_M)
     return _Scene(
         dem=dem.astype(np.float32),
-        slope=np.minimum(slope, np.nextafter(np.pi / 2, 0)).astype(np.float32),
-        aspect=_aspect(dz_east, dz_north),
-        curvature=(-100.0 * ndimage.laplace(dem, mode="nearest") / PIXEL_M**2).astype(np.float32),
+        slope=features["dem_slope_radians"],
+        aspect=features["dem_aspect"],
+        curvature=features["dem_curvature"],
         land=land,
         slides=slides,
         along=along,
@@ -677,13 +677,6 @@ def _inland_m(
     }[terrain.sea_side]
     extent = height if terrain.sea_side in ("north", "south") else width
     return from_edge - terrain.sea_fraction * extent
-
-
-def _aspect(dz_east: np.ndarray, dz_north: np.ndarray) -> np.ndarray:
-    """Downslope azimuth, degrees clockwise from north, in [0, 360); 0 on flat ground."""
-    aspect = (np.degrees(np.arctan2(-dz_east, -dz_north)) % 360.0).astype(np.float32)
-    aspect[(aspect >= 360.0) | ((dz_east == 0) & (dz_north == 0))] = 0.0
-    return aspect
 
 
 def _make_cover(
