@@ -371,3 +371,66 @@ def test_a_file_that_is_not_stac_is_one_clear_error(tmp_path):
         stac_scenes(str(tmp_path / "x.json"), SOURCE, **WINDOW)
     with pytest.raises(EventInputError, match="cannot read it as STAC JSON"):
         stac_scenes(str(tmp_path / "missing.json"), SOURCE, **WINDOW)
+
+
+# -- a DEM from STAC --------------------------------------------------------------------------
+
+
+def dem_tile(folder: Path, name: str, bounds: tuple[float, float, float, float]) -> pystac.Item:
+    """A Copernicus-DEM-like tile in lon/lat: elevation = 2e4 (lon - 139) + 1e4 (lat - 42)."""
+    west, south, east, north = bounds
+    step = 0.0001
+    lon = west + step * (np.arange(round((east - west) / step)) + 0.5)
+    lat = north - step * (np.arange(round((north - south) / step)) + 0.5)
+    values = (2e4 * (lon[None, :] - 139) + 1e4 * (lat[:, None] - 42)).astype(np.float32)
+    path = folder / f"{name}.tif"
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=len(lon),
+        height=len(lat),
+        count=1,
+        dtype="float32",
+        crs="EPSG:4326",
+        transform=Affine(step, 0, west, 0, -step, north),
+    ) as file:
+        file.write(values, 1)
+    geometry = {
+        "type": "Polygon",
+        "coordinates": [
+            [[west, south], [east, south], [east, north], [west, north], [west, south]]
+        ],
+    }
+    item = pystac.Item(
+        name, geometry, list(bounds), dt.datetime(2021, 4, 22, tzinfo=UTC), {}, collection="dem"
+    )
+    item.add_asset("data", pystac.Asset(str(path), roles=["data"]))
+    return item
+
+
+def test_a_dem_from_stac_is_the_mosaic_of_its_tiles(tmp_path):
+    from pyproj import Transformer
+
+    # tiles on one pixel grid, abutting in the middle of the area, as Copernicus DEM's
+    west, south, east, north = (round(v, 3) for v in SOURCE.lonlat_bounds())
+    middle = round((west + east) / 2, 4)
+    tiles = [
+        dem_tile(tmp_path, "west", (west - 0.001, south - 0.001, middle, north + 0.002)),
+        dem_tile(tmp_path, "east", (middle, south - 0.001, east + 0.002, north + 0.002)),
+    ]
+    whole = dem_tile(tmp_path, "whole", (west - 0.001, south - 0.001, east + 0.002, north + 0.002))
+    whole.collection_id = "whole"
+    items = [make_item(tmp_path, "s0", PASSES[0], {p: power(0, p) for p in ("vv", "vh")})]
+    catalog = write_catalog(tmp_path, [*items, *tiles, whole])
+    dem = stac_module.stac_dem(str(catalog), "dem", SOURCE)
+    assert dem.band == "data" and "west.tif" in dem.path and "east.tif" in dem.path
+    mosaic = dem.read(SOURCE)
+    one_tile = stac_module.stac_dem(str(catalog), "whole", SOURCE).read(SOURCE)
+    np.testing.assert_allclose(mosaic, one_tile, atol=0.01)  # no seam
+    to_lonlat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
+    lon, lat = to_lonlat.transform(*np.meshgrid(SOURCE.x, SOURCE.y))
+    # GDAL's approximate transformer: within 1/8 pixel of the exact position (0.24 m per m)
+    np.testing.assert_allclose(one_tile, 2e4 * (lon - 139) + 1e4 * (lat - 42), atol=0.25)
+    with pytest.raises(EventInputError, match="none of its 4 items is of collection 'cop-dem'"):
+        stac_module.stac_dem(str(catalog), "cop-dem", SOURCE)

@@ -45,7 +45,7 @@ import numpy as np
 from landslide_lit.event.grid import Grid
 from landslide_lit.event.scenes import POLARISATIONS, EventInputError, Scale, Scene
 
-__all__ = ["SLICE_GAP", "StacSource", "stac_scenes"]
+__all__ = ["SLICE_GAP", "StacSource", "stac_dem", "stac_scenes"]
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +76,34 @@ def stac_scenes(
     One :class:`EventInputError` when nothing matches (listing what exists), for items
     without a VV or VH asset, and for a source that cannot be reached or read.
     """
-    box = grid.lonlat_bounds()
-    if _is_url(stac):
-        items = _search(stac, collection, box, first, last)
-    else:
-        items = _filter(_read_local(stac), stac, collection, box, first, last)
+    items = _find_items(stac, collection, grid.lonlat_bounds(), (first, last), "--collection")
     _check_bands(items)
-    hrefs = [a.href for i in items for a in i.assets.values()]
-    if any(map(_on_planetary_computer, hrefs)) and _signer(hrefs) is None:
-        log.warning(
-            "the assets are on Planetary Computer, which serves them to signed URLs only, "
-            "and the planetary-computer package is not installed: pip install "
-            "planetary-computer"
-        )
+    _warn_unsigned([a.href for i in items for a in i.assets.values()])
     passes = _group_passes([_Parsed.of(item, scale) for item in items])
     return [_scene(group) for group in passes]
+
+
+def stac_dem(stac: str, collection: str, grid: Grid) -> StacSource:
+    """Elevation over ``grid`` from the items of ``collection`` in ``stac`` (e.g.
+    Planetary Computer's ``cop-dem-glo-30``), mosaicked; their asset ``data`` (else their
+    one asset with role ``data``) holds metres."""
+    items = _find_items(stac, collection, grid.lonlat_bounds(), None, "--dem-stac")
+    keys = set()
+    for item in items:
+        data = [k for k, a in item.assets.items() if k == "data" or "data" in (a.roles or [])]
+        if len(data) != 1:
+            raise EventInputError(
+                f"--dem-stac {collection}: item {item.id} has no single elevation asset (an "
+                f"asset 'data', or one with role data); its assets: {', '.join(item.assets)}"
+            )
+        keys.add(data[0].lower())
+    if len(keys) > 1:
+        raise EventInputError(
+            f"--dem-stac {collection}: the items name their elevation asset differently "
+            f"({', '.join(sorted(keys))}); use a collection whose tiles are alike"
+        )
+    _warn_unsigned([a.href for i in items for a in i.assets.values()])
+    return StacSource(tuple(items), keys.pop())
 
 
 def _check_bands(items: Sequence[Any]) -> None:
@@ -112,43 +125,49 @@ def _check_bands(items: Sequence[Any]) -> None:
 
 # -- finding items ----------------------------------------------------------------------
 
+Days = tuple[dt.date, dt.date] | None
+"""(first, last) whole UTC days an item's time must lie in; None: any time (a DEM)."""
 
-def _is_url(stac: str) -> bool:
-    return urlparse(stac).scheme in ("http", "https")
 
-
-def _search(
-    url: str, collection: str | None, box: Sequence[float], first: dt.date, last: dt.date
+def _find_items(
+    stac: str, collection: str | None, box: Sequence[float], days: Days, option: str
 ) -> list[Any]:
-    """Items of ``collection`` at the API ``url`` intersecting ``box`` in [first, last]."""
+    """The items of ``collection`` over ``box`` (lon/lat) in ``days``: searched at an API
+    URL, else read from a local (or http) static catalog and filtered here. ``option``
+    names the collection's option in messages."""
+    if urlparse(stac).scheme not in ("http", "https"):
+        return _filter(_read_local(stac), stac, collection, box, days)
     pystac_client = _require("pystac_client")
     if not collection:
         raise EventInputError(
-            f"--stac {url}: name the collection to search with --collection (e.g. "
+            f"--stac {stac}: name the collection to search with {option} (e.g. "
             "sentinel-1-rtc on Planetary Computer)"
         )
-    days = f"{first.isoformat()}/{last.isoformat()}"
+    when = None if days is None else f"{days[0].isoformat()}/{days[1].isoformat()}"
     try:
-        client = pystac_client.Client.open(url)
+        client = pystac_client.Client.open(stac)
         if not client.conforms_to("ITEM_SEARCH"):  # a static catalog over http
-            return _filter(
-                list(client.get_items(recursive=True)), url, collection, box, first, last
-            )
-        items = list(client.search(collections=[collection], bbox=list(box), datetime=days).items())
+            return _filter(list(client.get_items(recursive=True)), stac, collection, box, days)
+        search = client.search(collections=[collection], bbox=list(box), datetime=when)
+        items = list(search.items())
     except (pystac_client.exceptions.APIError, OSError, ValueError) as error:
         raise EventInputError(
-            f"--stac {url}: cannot search it ({type(error).__name__}: {error}). Check the "
+            f"--stac {stac}: cannot search it ({type(error).__name__}: {error}). Check the "
             "URL and the network; offline, give a static catalog (catalog.json) or an "
             "ItemCollection (items.json) saved earlier"
         ) from error
     if not items:
         raise EventInputError(
-            f"--stac {url}: no items of collection {collection!r} intersect the area "
-            f"({_box(box)}) from {first} to {last}. Check --collection, --bbox/--aoi, the "
-            "event dates and --before-days/--after-days"
+            f"--stac {stac}: no items of collection {collection!r} intersect the area "
+            f"({_box(box)}){_during(days)}. Check {option}, --bbox/--aoi"
+            f"{'' if days is None else ', the event dates and --before-days/--after-days'}"
         )
-    log.info("%s: %d items of %s found", url, len(items), collection)
+    log.info("%s: %d items of %s found", stac, len(items), collection)
     return items
+
+
+def _during(days: Days) -> str:
+    return "" if days is None else f" from {days[0]} to {days[1]}"
 
 
 def _read_local(path: str) -> list[Any]:
@@ -183,15 +202,10 @@ def _read_local(path: str) -> list[Any]:
 
 
 def _filter(
-    items: list[Any],
-    stac: str,
-    collection: str | None,
-    box: Sequence[float],
-    first: dt.date,
-    last: dt.date,
+    items: list[Any], stac: str, collection: str | None, box: Sequence[float], days: Days
 ) -> list[Any]:
-    """The items of ``collection`` (any, when None) over ``box`` from ``first`` to ``last``:
-    what an API search returns, done here for a static catalog."""
+    """The items of ``collection`` (any, when None) over ``box`` in ``days``: what an API
+    search returns, done here for a static catalog."""
     from shapely.geometry import box as make_box
     from shapely.geometry import shape
 
@@ -201,7 +215,7 @@ def _filter(
         for item in items
         if (collection is None or item.collection_id == collection)
         and (item.geometry is None or shape(item.geometry).intersects(area))
-        and first <= _time(item).date() <= last
+        and (days is None or days[0] <= _time(item).date() <= days[1])
     ]
     if not kept:
         listed = ", ".join(
@@ -213,9 +227,9 @@ def _filter(
         raise EventInputError(
             f"--stac {stac}: none of its {len(items)} items is "
             f"{'' if collection is None else f'of collection {collection!r}, '}over the "
-            f"area ({_box(box)}) and from {first} to {last}. Its items: "
-            f"{listed or 'none'}{more}. Check --collection, --bbox/--aoi, the event dates "
-            "and --before-days/--after-days"
+            f"area ({_box(box)}){' and' if days else ''}{_during(days)}. Its items: "
+            f"{listed or 'none'}{more}. Check the collection, --bbox/--aoi"
+            f"{'' if days is None else ', the event dates and --before-days/--after-days'}"
         )
     return kept
 
@@ -353,29 +367,51 @@ def _scene(group: list[_Parsed]) -> Scene:
 
 @dataclass(frozen=True)
 class StacSource:
-    """One polarisation of one acquisition: the ``band`` asset (``vv``/``vh``, any case in
-    the items) of ``items`` (slices of one pass), mosaicked, first valid pixel wins."""
+    """One band read from STAC items: the asset ``band`` (any case in the items) of
+    ``items`` (slices of one pass, or DEM tiles), mosaicked, the first valid pixel winning."""
 
     items: tuple[Any, ...]
     band: str
 
+    @property
+    def path(self) -> str:
+        """The asset URLs, for the cube's provenance."""
+        return " ".join(_with_band(item, self.band).assets[self.band].href for item in self.items)
+
     def read(self, grid: Grid) -> np.ndarray:
-        """The band on ``grid``: float32 (height, width) as stored, NaN where no data."""
+        """The band on ``grid``: float32 (height, width) as stored, NaN where no data.
+
+        One item: resampled bilinear onto ``grid`` by odc-stac. Several (slices, tiles):
+        pasted side by side on their own pixel grid first, then resampled
+        (:meth:`_native_mosaic`), as ``gdalwarp`` does with several inputs; odc-stac
+        resampling each item by itself leaves NaN or edge-biased pixels along the seams.
+        """
+        items = [_with_band(item, self.band) for item in self.items]
+        if len(items) > 1:
+            values = self._native_mosaic(items, grid)
+        else:
+            values = self._load(items, grid, "bilinear")
+        for nodata in {_nodata(item.assets[self.band]) for item in items} - {None}:
+            values[values == nodata] = np.nan
+        return values
+
+    def _load(self, items: list[Any], grid: Grid | None, resampling: str, **where: Any) -> Any:
+        """odc-stac's load of ``items`` on ``grid`` (or as ``where`` says): (y, x) values."""
         odc_stac = _require("odc.stac")
         from odc.geo.geobox import GeoBox
 
-        items = [_with_band(item, self.band) for item in self.items]
         hrefs = [item.assets[self.band].href for item in items]
-        geobox = GeoBox(grid.shape, grid.transform, grid.crs.to_wkt())
+        if grid is not None:
+            where["geobox"] = GeoBox(grid.shape, grid.transform, grid.crs.to_wkt())
         try:
             loaded = odc_stac.load(
                 items,
                 bands=[self.band],
-                geobox=geobox,
-                resampling="bilinear",
+                resampling=resampling,
                 dtype="float32",
                 groupby=_one_acquisition,
                 patch_url=_signer(hrefs),
+                **where,
             )
         except Exception as error:  # any failure to fetch or decode: one clear error
             raise EventInputError(
@@ -383,10 +419,42 @@ class StacSource:
                 f"{', '.join(i.id for i in items)} from {', '.join(hrefs)} "
                 f"({type(error).__name__}: {error}){_signing_hint(hrefs)}"
             ) from error
-        values = np.asarray(loaded[self.band].values[0], dtype=np.float32)
-        for nodata in {_nodata(item.assets[self.band]) for item in items} - {None}:
-            values[values == nodata] = np.nan
-        return values
+        band = loaded[self.band].isel(time=0)
+        return band if grid is None else np.asarray(band.values, dtype=np.float32)
+
+    def _native_mosaic(self, items: list[Any], grid: Grid) -> np.ndarray:
+        """The items pasted side by side on the first one's own pixel grid (as its file
+        says: CRS, pixel size, alignment; items on another grid are taken nearest) over the
+        grid's area, then resampled bilinear onto ``grid``."""
+        import rasterio
+        from affine import Affine
+        from odc.geo.geobox import GeoBox
+        from rasterio.warp import Resampling, reproject, transform_bounds
+
+        href = items[0].assets[self.band].href
+        sign = _signer([href])
+        with rasterio.open(sign(href) if sign else href) as file:
+            crs, t = file.crs, file.transform
+        left, bottom, right, top = transform_bounds(grid.crs.to_wkt(), crs, *grid.bounds)
+        # whole source pixels around the area, one more on each side for the bilinear kernel
+        col0, col1 = math.floor((left - t.c) / t.a) - 1, math.ceil((right - t.c) / t.a) + 1
+        row0, row1 = math.floor((top - t.f) / t.e) - 1, math.ceil((bottom - t.f) / t.e) + 1
+        native = Affine(t.a, 0.0, t.c + col0 * t.a, 0.0, t.e, t.f + row0 * t.e)
+        geobox = GeoBox((row1 - row0, col1 - col0), native, crs.to_wkt())
+        values = self._load(items, None, "nearest", geobox=geobox).values
+        out = np.full(grid.shape, np.nan, np.float32)
+        reproject(
+            values,
+            out,
+            src_transform=native,
+            src_crs=crs,
+            src_nodata=np.nan,
+            dst_transform=grid.transform,
+            dst_crs=grid.crs.to_wkt(),
+            dst_nodata=np.nan,
+            resampling=Resampling.bilinear,
+        )
+        return out
 
 
 def _with_band(item: Any, band: str) -> Any:
@@ -435,6 +503,15 @@ def _signer(hrefs: Sequence[str]) -> Callable[[str], str] | None:
     except ImportError:
         return None
     return planetary_computer.sign
+
+
+def _warn_unsigned(hrefs: Sequence[str]) -> None:
+    if any(map(_on_planetary_computer, hrefs)) and _signer(hrefs) is None:
+        log.warning(
+            "the assets are on Planetary Computer, which serves them to signed URLs only, "
+            "and the planetary-computer package is not installed: pip install "
+            "planetary-computer"
+        )
 
 
 def _signing_hint(hrefs: Sequence[str]) -> str:
