@@ -57,6 +57,10 @@ COMMANDS: dict[str, CommandEntry] = {
         "landslide_lit.experiments.demo:main",
         "the whole study in miniature, on synthetic cubes, on a CPU",
     ),
+    "cube": CommandEntry(
+        "landslide_lit.event.command:main",
+        "a new event's cube (and region file) from Sentinel-1 RTC GeoTIFFs or STAC",
+    ),
     "cache": CommandEntry("landslide_lit.tools:cache_main", "clear the chip cache"),
     "reproduce": CommandEntry(
         "landslide_lit.experiments.table1:main",

@@ -155,20 +155,19 @@ def check_power(values: np.ndarray, scene: Scene, pol: str) -> None:
     negative = float(np.mean(valid < 0))
     if negative > NEGATIVE_LIMIT:
         raise EventInputError(
-            f"{where}: {negative:.0%} of the values are negative, impossible for "
-            f"{scene.scale} values: they look like decibels. Declare the scale "
-            "(--scale db, or the manifest's scale column)"
+            f"{where}: {negative:.0%} of the values are negative, impossible for linear "
+            "power or amplitude: they look like decibels. Declare the scale (--scale db, or "
+            "the manifest's scale column)"
         )
     positive = valid[valid > 0]
     median_db = 10 * np.log10(np.median(positive)) if positive.size else -np.inf
     low, high = MEDIAN_DB_RANGE
     if not low < median_db < high:
         raise EventInputError(
-            f"{where}: read as {scene.scale}, the median backscatter is {median_db:.1f} dB, "
-            f"outside the plausible {low:.0f} to {high:.0f} dB of Sentinel-1 land; the "
-            "values' scale is probably not "
-            f"{scene.scale}. Declare the right one (--scale power|amplitude|db, or the "
-            "manifest's scale column)"
+            f"{where}: converted to linear power from the scale given, the median "
+            f"backscatter is {median_db:.1f} dB, outside the plausible {low:.0f} to "
+            f"{high:.0f} dB of Sentinel-1 land: the scale given is probably wrong. Declare "
+            "the right one (--scale power|amplitude|db, or the manifest's scale column)"
         )
 
 
@@ -202,6 +201,8 @@ def build_cube(
     orbit = choose_orbit(chosen, event_start, event_end)
     region = Region(name, out.name, event_start.isoformat(), event_end.isoformat(), orbit)
     preview = grid.coarsened(PREVIEW)
+    if dem is not None:
+        _check_dem(dem.read(preview), dem, grid)
     for scene in _progress(chosen, progress, "checking acquisitions"):
         for pol in POLARISATIONS:
             check_power(to_power(scene.bands[pol].read(preview), scene.scale), scene, pol)
@@ -422,14 +423,7 @@ def _write_terrain(dem: Source, grid: Grid, arrays: _ArrayWriter) -> None:
         halo_rows = slice(max(rows.start - 1, 0), min(rows.stop + 1, grid.height))
         halo_cols = slice(max(cols.start - 1, 0), min(cols.stop + 1, grid.width))
         elevation = np.asarray(dem.read(grid.subgrid(halo_rows, halo_cols)), dtype=np.float32)
-        missing = int(np.isnan(elevation).sum())
-        if missing:
-            raise EventInputError(
-                f"the DEM {getattr(dem, 'path', '')} has no data at {missing} pixels of the "
-                f"grid (rows {halo_rows.start}-{halo_rows.stop}, columns "
-                f"{halo_cols.start}-{halo_cols.stop}): it must cover the whole area "
-                f"({_describe_grid(grid)}); give a DEM that does, or a smaller --bbox/--aoi"
-            )
+        _check_dem(elevation, dem, grid)
         inner = (
             slice(rows.start - halo_rows.start, rows.stop - halo_rows.start),
             slice(cols.start - halo_cols.start, cols.stop - halo_cols.start),
@@ -438,6 +432,16 @@ def _write_terrain(dem: Source, grid: Grid, arrays: _ArrayWriter) -> None:
         features = terrain_features(elevation, grid.resolution, grid.resolution)
         for name, values in features.items():
             arrays.write(name, (rows, cols), values[inner])
+
+
+def _check_dem(elevation: np.ndarray, dem: Source, grid: Grid) -> None:
+    missing = int(np.isnan(elevation).sum())
+    if missing:
+        raise EventInputError(
+            f"the DEM {getattr(dem, 'path', dem)} has no data at {missing} of "
+            f"{elevation.size} pixels read: it must cover the whole area "
+            f"({_describe_grid(grid)}); give a DEM that does, or a smaller --bbox/--aoi"
+        )
 
 
 def _describe_grid(grid: Grid) -> str:

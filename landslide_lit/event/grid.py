@@ -107,7 +107,7 @@ class Grid:
         """The part of the grid at ``rows`` x ``cols`` (steps of 1), same CRS and pixels."""
         r0, r1, _ = rows.indices(self.height)
         c0, c1, _ = cols.indices(self.width)
-        return Grid(self.crs, self.transform * Affine.translation(c0, r0), c1 - c0, r1 - r0)
+        return Grid(self.crs, self.transform @ Affine.translation(c0, r0), c1 - c0, r1 - r0)
 
     def coarsened(self, max_size: int) -> Grid:
         """A grid over (at least) the same area with at most ``max_size`` pixels a side:
