@@ -176,7 +176,7 @@ def test_static_catalog_gives_the_sources_values_on_their_own_grid(catalog, tmp_
     assert [s.name for s in scenes] == ["s0", "s1", "s2", "s3n+s3s", "s4", "s5"]
     assert [s.relative_orbit for s in scenes] == [46, 46, 119, 46, 46, 119]
     assert [s.orbit_state for s in scenes] == ["d", "d", "a", "d", "d", "a"]
-    assert scenes[1].platform == "sentinel-1b" and scenes[0].scale == "power"
+    assert scenes[1].platform == "sentinel-1b" and scenes[0].bands["vv"].scale == "power"
     cube = build(scenes, SOURCE, tmp_path / "event.zarr")
     assert list(cube["sat:relative_orbit"].values) == [46, 46, 119, 46, 46, 119]
     assert list(cube["sat:orbit_state"].values) == ["d", "d", "a", "d", "d", "a"]
@@ -185,6 +185,62 @@ def test_static_catalog_gives_the_sources_values_on_their_own_grid(catalog, tmp_
         for pol in ("vv", "vh"):
             # the slices of pass 3 mosaic back into the whole scene
             np.testing.assert_allclose(cube[pol].values[t], power(t, pol), rtol=1e-6)
+
+
+def test_the_command_gives_the_same_cube_from_stac_as_from_the_geotiffs(tmp_path):
+    """``landslide-lit cube --stac`` and ``--sar`` over the same files, on a 20 m grid
+    (averaged): the same values, timesteps, orbits, relative orbits and region file."""
+    import csv
+
+    from landslide_lit.main import main
+
+    folder = tmp_path / "stac"
+    catalog = write_catalog(folder, source_items(folder, split_last_before=False))
+    with (folder / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["path", "time", "polarisation", "orbit_state", "relative_orbit", "scale", "platform"]
+        )
+        for i, p in enumerate(PASSES):
+            for pol in ("VV", "VH"):
+                when = p.time.isoformat()
+                writer.writerow(
+                    [f"s{i}_{pol}.tif", when, pol, p.state, p.relative_orbit, "power", p.platform]
+                )
+    west, south, east, north = SOURCE.lonlat_bounds()
+    bbox = [str(v) for v in (west + 0.0012, south + 0.001, east - 0.0011, north - 0.0013)]
+    common = ["--event-start", "2018-09-05", "--event-end", "2018-09-07", "--bbox", *bbox]
+    common += ["--resolution", "20"]
+    main(
+        [
+            "cube",
+            str(tmp_path / "tif.zarr"),
+            *common,
+            "--sar",
+            str(folder / "*.tif"),
+            "--manifest",
+            str(folder / "manifest.csv"),
+        ]
+    )
+    main(
+        [
+            "cube",
+            str(tmp_path / "stac.zarr"),
+            *common,
+            "--stac",
+            str(catalog),
+            "--collection",
+            "sentinel-1-rtc",
+        ]
+    )
+    tif, stac = xr.open_zarr(tmp_path / "tif.zarr"), xr.open_zarr(tmp_path / "stac.zarr")
+    for name in ("timestep", "sat:orbit_state", "sat:relative_orbit", "x", "y"):
+        np.testing.assert_array_equal(stac[name].values, tif[name].values)
+    for pol in ("vv", "vh"):
+        assert np.isfinite(stac[pol].values).all()
+        np.testing.assert_allclose(stac[pol].values, tif[pol].values, rtol=1e-6)
+    region = (tmp_path / "stac.yaml").read_text()
+    assert region.replace("stac", "tif") == (tmp_path / "tif.yaml").read_text()
 
 
 def test_on_another_grid_values_are_a_bilinear_resampling(catalog, tmp_path):
@@ -246,9 +302,10 @@ def test_decibel_unit_is_read_as_decibels(tmp_path):
     db = {p: (10 * np.log10(power(0, p))).astype(np.float32) for p in ("vv", "vh")}
     item = make_item(tmp_path, "s0", PASSES[0], db, unit="dB")
     (scene,) = stac_scenes(str(write_catalog(tmp_path, [item])), SOURCE, **WINDOW)
-    assert scene.scale == "db"
+    assert scene.bands["vv"].scale == "db" and scene.scale == "power"  # converted on reading
+    np.testing.assert_allclose(scene.bands["vv"].read(SOURCE), power(0, "vv"), rtol=1e-5)
     (declared,) = stac_scenes(str(tmp_path / "catalog.json"), SOURCE, **WINDOW, scale="power")
-    assert declared.scale == "power"
+    assert declared.bands["vh"].scale == "power"
 
 
 def test_packed_values_are_an_error(tmp_path):
@@ -320,22 +377,25 @@ def test_an_unreachable_url_is_one_clear_error():
 
 
 def test_planetary_computer_assets_are_signed_when_the_package_is_there(monkeypatch):
-    signed = []
     fake = types.ModuleType("planetary_computer")
-    fake.sign = lambda href: signed.append(href) or href + "?sig"
+    fake.sign = lambda href: href + "?signed"
     monkeypatch.setitem(sys.modules, "planetary_computer", fake)
-    loads = []
-    monkeypatch.setattr("odc.stac.load", lambda items, **kwargs: loads.append(kwargs) or 1 / 0)
+    opened = []
+
+    def refuse(href, *args, **kwargs):
+        opened.append(href)
+        raise rasterio.errors.RasterioIOError("HTTP response code: 403")
+
+    monkeypatch.setattr(rasterio, "open", refuse)
     href = "https://sentinel1euwestrtc.blob.core.windows.net/s1/vv.tif"
     item = pystac.Item("pc", None, None, PASSES[0].time, {})
     item.add_asset("vv", pystac.Asset(href))
-    with pytest.raises(EventInputError, match=r"cannot read VV of STAC item\(s\) pc"):
+    with pytest.raises(EventInputError, match=r"cannot read VV of STAC item\(s\) pc .*403"):
         stac_module.StacSource((item,), "vv").read(SOURCE)
-    assert loads[0]["patch_url"]("x") == "x?sig" and signed == ["x"]
     monkeypatch.setitem(sys.modules, "planetary_computer", None)  # not installed
     with pytest.raises(EventInputError, match="pip install planetary-computer"):
         stac_module.StacSource((item,), "vv").read(SOURCE)
-    assert loads[1]["patch_url"] is None
+    assert opened == [href + "?signed", href]
 
 
 # -- bad input ------------------------------------------------------------------------------
@@ -434,3 +494,21 @@ def test_a_dem_from_stac_is_the_mosaic_of_its_tiles(tmp_path):
     np.testing.assert_allclose(one_tile, 2e4 * (lon - 139) + 1e4 * (lat - 42), atol=0.25)
     with pytest.raises(EventInputError, match="none of its 4 items is of collection 'cop-dem'"):
         stac_module.stac_dem(str(catalog), "cop-dem", SOURCE)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--stac", "c.json"], r"--stac needs the area: --bbox W S E N or --aoi"),
+        (["--stac", "c.json", "--sar", "x.tif"], r"--stac with --sar: give the SAR either"),
+        (["--stac", "c.json", "--dem", "d.tif", "--dem-stac", "dem"], "--dem and --dem-stac"),
+        (["--sar", "x.tif", "--collection", "c"], r"--collection and --dem-stac name collections"),
+    ],
+)
+def test_stac_options_that_do_not_fit_are_one_error(tmp_path, extra, message):
+    from landslide_lit.errors import ConfigError
+    from landslide_lit.event.command import main as cube
+
+    out = str(tmp_path / "o.zarr")
+    with pytest.raises(ConfigError, match=message):
+        cube([out, "--event-start", "2018-09-05", "--event-end", "2018-09-07", *extra])

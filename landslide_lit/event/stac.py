@@ -18,14 +18,15 @@ Items of one pass (same platform, pass direction and relative orbit, starting wi
 :data:`SLICE_GAP` of each other: consecutive slices of one datatake) are one acquisition,
 mosaicked, so that an area on a slice boundary is not counted as two acquisitions.
 
-Bands are read with odc-stac onto the target grid given as an explicit GeoBox (an item's
-``proj:transform``, stale in some Planetary Computer items, is never used to place the
-output), bilinear in the stored values, NaN where there is no data: outside the footprint,
-and where a file's own nodata value is (as GDAL reads it, like the GeoTIFF route); a
-``raster:bands`` nodata the file lacks is set to NaN after resampling. Asset URLs on
-Planetary Computer are signed with ``planetary_computer.sign`` when the
-``planetary-computer`` package is installed (never required; without it they are read as
-they are, which Planetary Computer refuses).
+Bands are read as the GeoTIFF route reads files (:class:`StacSource`): odc-stac fetches the
+pixels around the target grid on the items' own pixel grid (from the file's own
+georeferencing: an item's ``proj:`` fields, stale in some Planetary Computer items, are
+never used), the values become linear power, and GDAL resamples them onto the grid
+(bilinear; averaging when the grid is coarser by more than 1.5x). NaN where there is no
+data: outside the footprint, and at the files' own nodata value; a ``raster:bands`` nodata a
+file lacks is set to NaN too. Asset URLs on Planetary Computer are signed with
+``planetary_computer.sign`` when the ``planetary-computer`` package is installed (never
+required; without it they are read as they are, which Planetary Computer refuses).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from landslide_lit.event.grid import Grid
-from landslide_lit.event.scenes import POLARISATIONS, EventInputError, Scale, Scene
+from landslide_lit.event.scenes import POLARISATIONS, EventInputError, Scale, Scene, to_power
 
 __all__ = ["SLICE_GAP", "StacSource", "stac_dem", "stac_scenes"]
 
@@ -349,7 +350,8 @@ def _scene(group: list[_Parsed]) -> Scene:
             f"STAC items {', '.join(p.item.id for p in group)} are slices of one pass but "
             f"declare different scales {sorted(scales)}"
         )
-    bands = {pol: StacSource(tuple(p.item for p in group), pol) for pol in POLARISATIONS}
+    items = tuple(p.item for p in group)
+    bands = {pol: StacSource(items, pol, head.scale) for pol in POLARISATIONS}
     return Scene(
         time=head.time,
         platform=head.platform,
@@ -357,8 +359,10 @@ def _scene(group: list[_Parsed]) -> Scene:
         relative_orbit=head.relative_orbit,
         name="+".join(p.item.id for p in group),
         bands=bands,
-        scale=head.scale,
-        sources=tuple(p.assets[pol].href for p in group for pol in POLARISATIONS),
+        scale="power",  # StacSource converts to power before resampling
+        sources=tuple(
+            f"{p.assets[pol].href} ({head.scale})" for p in group for pol in POLARISATIONS
+        ),
     )
 
 
@@ -368,10 +372,12 @@ def _scene(group: list[_Parsed]) -> Scene:
 @dataclass(frozen=True)
 class StacSource:
     """One band read from STAC items: the asset ``band`` (any case in the items) of
-    ``items`` (slices of one pass, or DEM tiles), mosaicked, the first valid pixel winning."""
+    ``items`` (slices of one pass, or DEM tiles), converted from ``scale`` to linear power
+    (None: values as stored, e.g. elevation)."""
 
     items: tuple[Any, ...]
     band: str
+    scale: Scale | None = None
 
     @property
     def path(self) -> str:
@@ -379,82 +385,88 @@ class StacSource:
         return " ".join(_with_band(item, self.band).assets[self.band].href for item in self.items)
 
     def read(self, grid: Grid) -> np.ndarray:
-        """The band on ``grid``: float32 (height, width) as stored, NaN where no data.
+        """The band on ``grid``: float32 (height, width), NaN where there are no data.
 
-        One item: resampled bilinear onto ``grid`` by odc-stac. Several (slices, tiles):
-        pasted side by side on their own pixel grid first, then resampled
-        (:meth:`_native_mosaic`), as ``gdalwarp`` does with several inputs; odc-stac
-        resampling each item by itself leaves NaN or edge-biased pixels along the seams.
+        As the GeoTIFF route reads a file: odc-stac fetches the items' pixels around the grid
+        on the first item's own pixel grid (pasted side by side, the first valid pixel
+        winning where they overlap; decimated for a coarse preview), the values become
+        linear power, and GDAL resamples them onto ``grid``, bilinear, or averaging when the
+        grid is coarser by more than 1.5x. Resampling each item onto the grid within odc-stac
+        would leave NaN or edge-biased pixels along the seams between items.
         """
+        from rasterio.enums import Resampling
+        from rasterio.warp import reproject
+
+        from landslide_lit.event.geotiff import _AVERAGE_ABOVE  # the GeoTIFF route's rule
+
         items = [_with_band(item, self.band) for item in self.items]
-        if len(items) > 1:
-            values = self._native_mosaic(items, grid)
-        else:
-            values = self._load(items, grid, "bilinear")
-        for nodata in {_nodata(item.assets[self.band]) for item in items} - {None}:
-            values[values == nodata] = np.nan
-        return values
-
-    def _load(self, items: list[Any], grid: Grid | None, resampling: str, **where: Any) -> Any:
-        """odc-stac's load of ``items`` on ``grid`` (or as ``where`` says): (y, x) values."""
-        odc_stac = _require("odc.stac")
-        from odc.geo.geobox import GeoBox
-
-        hrefs = [item.assets[self.band].href for item in items]
-        if grid is not None:
-            where["geobox"] = GeoBox(grid.shape, grid.transform, grid.crs.to_wkt())
-        try:
-            loaded = odc_stac.load(
-                items,
-                bands=[self.band],
-                resampling=resampling,
-                dtype="float32",
-                groupby=_one_acquisition,
-                patch_url=_signer(hrefs),
-                **where,
-            )
-        except Exception as error:  # any failure to fetch or decode: one clear error
-            raise EventInputError(
-                f"cannot read {self.band.upper()} of STAC item(s) "
-                f"{', '.join(i.id for i in items)} from {', '.join(hrefs)} "
-                f"({type(error).__name__}: {error}){_signing_hint(hrefs)}"
-            ) from error
-        band = loaded[self.band].isel(time=0)
-        return band if grid is None else np.asarray(band.values, dtype=np.float32)
-
-    def _native_mosaic(self, items: list[Any], grid: Grid) -> np.ndarray:
-        """The items pasted side by side on the first one's own pixel grid (as its file
-        says: CRS, pixel size, alignment; items on another grid are taken nearest) over the
-        grid's area, then resampled bilinear onto ``grid``."""
-        import rasterio
-        from affine import Affine
-        from odc.geo.geobox import GeoBox
-        from rasterio.warp import Resampling, reproject, transform_bounds
-
-        href = items[0].assets[self.band].href
-        sign = _signer([href])
-        with rasterio.open(sign(href) if sign else href) as file:
-            crs, t = file.crs, file.transform
-        left, bottom, right, top = transform_bounds(grid.crs.to_wkt(), crs, *grid.bounds)
-        # whole source pixels around the area, one more on each side for the bilinear kernel
-        col0, col1 = math.floor((left - t.c) / t.a) - 1, math.ceil((right - t.c) / t.a) + 1
-        row0, row1 = math.floor((top - t.f) / t.e) - 1, math.ceil((bottom - t.f) / t.e) + 1
-        native = Affine(t.a, 0.0, t.c + col0 * t.a, 0.0, t.e, t.f + row0 * t.e)
-        geobox = GeoBox((row1 - row0, col1 - col0), native, crs.to_wkt())
-        values = self._load(items, None, "nearest", geobox=geobox).values
+        native, transform, crs, ratio = self._native(items, grid)
+        if self.scale is not None:
+            native = to_power(native, self.scale)
         out = np.full(grid.shape, np.nan, np.float32)
         reproject(
-            values,
+            native,
             out,
-            src_transform=native,
+            src_transform=transform,
             src_crs=crs,
             src_nodata=np.nan,
             dst_transform=grid.transform,
             dst_crs=grid.crs.to_wkt(),
             dst_nodata=np.nan,
-            resampling=Resampling.bilinear,
+            resampling=Resampling.average if ratio > _AVERAGE_ABOVE else Resampling.bilinear,
         )
         return out
+
+    def _native(self, items: list[Any], grid: Grid) -> tuple[np.ndarray, Any, Any, float]:
+        """The items' values around ``grid`` on the first item's pixel grid (as its file
+        says), its transform and CRS, and the source pixels per grid pixel."""
+        import rasterio
+        from affine import Affine
+        from odc.geo.geobox import GeoBox
+        from rasterio.warp import transform_bounds
+
+        hrefs = [item.assets[self.band].href for item in items]
+        sign = _signer(hrefs)
+        try:
+            with rasterio.open(sign(hrefs[0]) if sign else hrefs[0]) as file:
+                crs, t = file.crs, file.transform
+        except (rasterio.errors.RasterioError, OSError) as error:
+            raise self._error(items, hrefs, error) from error
+        left, bottom, right, top = transform_bounds(
+            grid.crs.to_wkt(), crs, *grid.bounds, densify_pts=21
+        )
+        ratio = max((right - left) / abs(t.a) / grid.width, (top - bottom) / abs(t.e) / grid.height)
+        margin = 2 + math.ceil(ratio)  # the interpolation kernel's reach beyond the grid
+        step = max(1, int(ratio // 4))  # a coarse preview reads decimated (overviews)
+        col0 = math.floor((left - t.c) / t.a) - margin
+        col1 = math.ceil((right - t.c) / t.a) + margin
+        row0 = math.floor((top - t.f) / t.e) - margin
+        row1 = math.ceil((bottom - t.f) / t.e) + margin
+        transform = Affine(t.a * step, 0.0, t.c + col0 * t.a, 0.0, t.e * step, t.f + row0 * t.e)
+        shape = (max(1, (row1 - row0) // step), max(1, (col1 - col0) // step))
+        try:
+            loaded = _require("odc.stac").load(
+                items,
+                bands=[self.band],
+                geobox=GeoBox(shape, transform, crs.to_wkt()),
+                resampling="nearest",
+                dtype="float32",
+                groupby=_one_acquisition,
+                patch_url=sign,
+            )
+        except Exception as error:  # any failure to fetch or decode: one clear error
+            raise self._error(items, hrefs, error) from error
+        values = np.asarray(loaded[self.band].values[0], dtype=np.float32)
+        for nodata in {_nodata(item.assets[self.band]) for item in items} - {None}:
+            values[values == nodata] = np.nan  # declared in STAC but not in the file
+        return values, transform, crs, ratio
+
+    def _error(self, items: list[Any], hrefs: list[str], error: Exception) -> EventInputError:
+        return EventInputError(
+            f"cannot read {self.band.upper()} of STAC item(s) "
+            f"{', '.join(i.id for i in items)} from {', '.join(hrefs)} "
+            f"({type(error).__name__}: {error}){_signing_hint(hrefs)}"
+        )
 
 
 def _with_band(item: Any, band: str) -> Any:
