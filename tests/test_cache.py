@@ -166,6 +166,7 @@ def test_every_ingredient_changes_the_key(cube):
         "recipe": "published_code",
         "missing_chunks": "nodata",
         "nonpositive": "nodata",
+        "relative_orbit": 46,
     }
     assert set(other_composite_values) == {f.name for f in dataclasses.fields(composite)}
     other_region_values = {

@@ -200,7 +200,10 @@ def _provenance(
         "composite_reducer": settings.reducer,
         "composite_orbit": resolve_orbit(region, settings),
         "composite_recipe": settings.recipe,
+        "composite_relative_orbit": str(settings.relative_orbit),
     }
+    if acquisitions is not None and acquisitions.relative_orbit is not None:
+        attrs["relative_orbit"] = acquisitions.relative_orbit
     if acquisitions is not None:
         times = acquisition_times(ds, region.names)
         for period in PERIODS:

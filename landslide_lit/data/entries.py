@@ -3,7 +3,10 @@
 An entry is named by a :class:`CacheKey` (a digest of every input that determines it) and
 holds a :class:`CacheEntry`; :mod:`~landslide_lit.data.cache` decides where entries live
 and writes them atomically. Bump :data:`FORMAT_VERSION` when the layout, or the chips
-that the composite and chip code make from the same inputs, change.
+that the composite and chip code make from the same inputs, change. A new field of
+:class:`~landslide_lit.data.settings.CompositeSettings` (``relative_orbit``) needs no bump:
+the key holds every field, so an entry written without it has another digest and is never
+read for settings that have it.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ CHANNEL_PRESETS: dict[str, tuple[str, ...]] = {
 
 Recipe = Literal["paper", "published_code"]
 RECIPES: tuple[str, ...] = ("paper", "published_code")
+RELATIVE_ORBIT_WORDS: tuple[str, ...] = ("auto", "none")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "reducer": ("mean", "median"),
     "orbit": ("region", "d", "a", "both", "none"),
@@ -69,6 +70,14 @@ class CompositeSettings:
         missing_chunks: chunk files absent from a Zarr store (a partial copy or unzip)
             under a variable the composite reads; ``error`` stops with a message,
             ``nodata`` reads them as missing (NaN).
+        relative_orbit: which relative orbit (viewing geometry) of a cube with a
+            ``sat:relative_orbit`` coordinate the before and after composites keep, so
+            that incidence-angle differences never pass for change: ``auto`` the one
+            with the most pre-event passes (see
+            :func:`~landslide_lit.data.acquisitions.choose_relative_orbit`), a number N
+            that orbit, ``none`` mixes them all. A cube without the coordinate (the
+            published cubes carry no relative orbit) is unaffected by ``auto``; a number
+            asked of it is an error.
     """
 
     before: int = 4
@@ -78,6 +87,7 @@ class CompositeSettings:
     recipe: Recipe = "paper"
     nonpositive: Literal["error", "nodata"] = "error"
     missing_chunks: Literal["error", "nodata"] = "error"
+    relative_orbit: int | Literal["auto", "none"] = "auto"
 
     def __post_init__(self) -> None:
         for option in ("before", "after"):
@@ -103,6 +113,23 @@ class CompositeSettings:
                 "--data.composite.after out (or null in a config file), set it to "
                 f"{self.before}, or use --data.composite.recipe paper"
             )
+        self._check_relative_orbit()
+
+    def _check_relative_orbit(self) -> None:
+        value = self.relative_orbit
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)  # a number given as text, in a config file or on the command line
+        elif isinstance(value, np.integer):
+            value = int(value)
+        if value not in RELATIVE_ORBIT_WORDS and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ConfigError(
+                f"--data.composite.relative_orbit {value!r}: use auto (the relative orbit "
+                "with the most pre-event passes), a relative orbit number (1 or more), or "
+                "none (mix every relative orbit)"
+            )
+        object.__setattr__(self, "relative_orbit", value)
 
     @property
     def after_count(self) -> int:

@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         "--orbit-state", choices=("ascending", "descending"), help="orbit direction of every file"
     )
     sar.add_argument(
-        "--scale", choices=("power", "amplitude", "db"), help="value scale of every file"
+        "--scale",
+        choices=("power", "amplitude", "db"),
+        help="value scale of every file (or STAC item)",
     )
     stac = parser.add_argument_group("SAR from STAC")
     stac.add_argument(
@@ -66,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a STAC API, a static catalog or an ItemCollection",
     )
     stac.add_argument("--collection", help="the STAC collection (e.g. sentinel-1-rtc)")
+    stac.add_argument(
+        "--dem-stac",
+        metavar="COLLECTION",
+        help="elevation from this collection of --stac instead of --dem (e.g. cop-dem-glo-30)",
+    )
     area = parser.add_argument_group("grid")
     area.add_argument(
         "--bbox",
@@ -121,10 +128,14 @@ def main(args: list[str]) -> None:
             raise ConfigError(f"--{option.replace('_', '-')} {value}: give 0 or more days")
     if options.bbox and options.aoi:
         raise ConfigError("--bbox and --aoi both given: give one area")
+    if not options.stac and (options.collection or options.dem_stac):
+        raise ConfigError("--collection and --dem-stac name collections of --stac: give --stac")
     before_days = build.DEFAULT_BEFORE_DAYS if options.before_days is None else options.before_days
     after_days = build.DEFAULT_AFTER_DAYS if options.after_days is None else options.after_days
     if options.stac:
-        scenes, grid = _stac_route(options)
+        first = start - dt.timedelta(days=before_days)
+        last = end + dt.timedelta(days=after_days)
+        scenes, grid = _stac_route(options, first, last)
     elif options.sar or options.manifest:
         scenes = build.select_scenes(_geotiff_scenes(options), start, end, before_days, after_days)
         grid = _grid(options, scenes)
@@ -138,6 +149,10 @@ def main(args: list[str]) -> None:
         from landslide_lit.event.geotiff import RasterBand, RasterSource
 
         dem = RasterSource([RasterBand(_existing(options.dem, "--dem"), 1, None)])
+    elif options.dem_stac:
+        from landslide_lit.event.stac import stac_dem
+
+        dem = stac_dem(options.stac, options.dem_stac, grid)
     if options.inventory:
         from landslide_lit.event.inventory import read_inventory
 
@@ -174,17 +189,32 @@ def _existing(text: str, option: str) -> Path:
     return path
 
 
-def _stac_route(options: argparse.Namespace):
-    """Scenes and grid from a STAC catalog (landslide_lit.event.stac)."""
+def _stac_route(options: argparse.Namespace, first: dt.date, last: dt.date):
+    """Scenes (from day ``first`` to ``last``) and grid from STAC over --bbox/--aoi."""
     try:
         from landslide_lit.event import stac
-    except ModuleNotFoundError as error:
-        if error.name != "landslide_lit.event.stac":
-            raise ConfigError(f"--stac needs the event extra: {_INSTALL}") from None
+    except ModuleNotFoundError:
+        raise ConfigError(f"--stac needs the event extra: {_INSTALL}") from None
+    geotiff = [o for o in ("sar", "manifest", "orbit_state") if getattr(options, o)]
+    if geotiff:
         raise ConfigError(
-            "--stac is not available in this version; use --sar with GeoTIFFs"
-        ) from None
-    return stac.scenes_from_stac(options)
+            f"--stac with --{geotiff[0].replace('_', '-')}: give the SAR either as GeoTIFFs "
+            "or from STAC (the items say their orbits)"
+        )
+    if options.dem and options.dem_stac:
+        raise ConfigError("--dem and --dem-stac both given: give one DEM")
+    if not (options.bbox or options.aoi):
+        raise ConfigError("--stac needs the area: --bbox W S E N or --aoi FILE.geojson")
+    grid = _grid(options, [])
+    scenes = stac.stac_scenes(
+        options.stac,
+        grid,
+        first=first,
+        last=last,
+        collection=options.collection,
+        scale=options.scale,
+    )
+    return scenes, grid
 
 
 def _geotiff_scenes(options: argparse.Namespace):
