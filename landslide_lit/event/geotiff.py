@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,7 @@ __all__ = [
     "describe_files",
     "parse_name",
     "read_manifest",
+    "resample_onto",
     "scenes_from_files",
 ]
 
@@ -56,7 +58,7 @@ SCENE_GAP = dt.timedelta(minutes=5)
 """Files of one platform closer in time than this are one pass (frames, bursts): one scene.
 Two passes of one satellite are at least ~100 minutes (one orbit) apart."""
 # downsampling by more than this averages the source pixels instead of interpolating
-_AVERAGE_ABOVE = 1.5
+AVERAGE_ABOVE = 1.5
 
 _HYP3 = re.compile(
     r"(?P<platform>S1[A-D])_(?P<beam>[A-Z]{2})_(?P<time>\d{8}T\d{6})_(?P<pols>[DS][VH])"
@@ -309,9 +311,8 @@ class RasterSource:
 def _read_band(band: RasterBand, grid: Grid) -> np.ndarray:
     """``band`` resampled onto ``grid``; NaN outside the file and where it has no data."""
     import rasterio
-    from rasterio.enums import Resampling
     from rasterio.errors import WindowError
-    from rasterio.warp import reproject, transform_bounds
+    from rasterio.warp import transform_bounds
     from rasterio.windows import Window, from_bounds
 
     out = np.full(grid.shape, np.nan, np.float32)
@@ -340,17 +341,32 @@ def _read_band(band: RasterBand, grid: Grid) -> np.ndarray:
         )
         if band.scale is not None:
             values = to_power(values, band.scale)
-        reproject(
-            values,
-            out,
-            src_transform=transform,
-            src_crs=src.crs,
-            src_nodata=np.nan,
-            dst_transform=grid.transform,
-            dst_crs=grid.crs.to_wkt(),
-            dst_nodata=np.nan,
-            resampling=Resampling.average if ratio > _AVERAGE_ABOVE else Resampling.bilinear,
-        )
+        resample_onto(grid, values, transform, src.crs, ratio, out)
+    return out
+
+
+def resample_onto(
+    grid: Grid, values: np.ndarray, transform: Any, crs: Any, ratio: float, out: np.ndarray
+) -> np.ndarray:
+    """Resample linear-power ``values`` (NaN: no data) into ``out`` on ``grid``.
+
+    Bilinear, or the average of the source pixels when ``ratio`` (source pixels per grid
+    pixel) exceeds AVERAGE_ABOVE; pixels the source does not reach keep their value in ``out``.
+    """
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    reproject(
+        values,
+        out,
+        src_transform=transform,
+        src_crs=crs,
+        src_nodata=np.nan,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs.to_wkt(),
+        dst_nodata=np.nan,
+        resampling=Resampling.average if ratio > AVERAGE_ABOVE else Resampling.bilinear,
+    )
     return out
 
 

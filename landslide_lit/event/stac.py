@@ -394,27 +394,14 @@ class StacSource:
         grid is coarser by more than 1.5x. Resampling each item onto the grid within odc-stac
         would leave NaN or edge-biased pixels along the seams between items.
         """
-        from rasterio.enums import Resampling
-        from rasterio.warp import reproject
-
-        from landslide_lit.event.geotiff import _AVERAGE_ABOVE  # the GeoTIFF route's rule
+        from landslide_lit.event.geotiff import resample_onto
 
         items = [_with_band(item, self.band) for item in self.items]
         native, transform, crs, ratio = self._native(items, grid)
         if self.scale is not None:
             native = to_power(native, self.scale)
         out = np.full(grid.shape, np.nan, np.float32)
-        reproject(
-            native,
-            out,
-            src_transform=transform,
-            src_crs=crs,
-            src_nodata=np.nan,
-            dst_transform=grid.transform,
-            dst_crs=grid.crs.to_wkt(),
-            dst_nodata=np.nan,
-            resampling=Resampling.average if ratio > _AVERAGE_ABOVE else Resampling.bilinear,
-        )
+        resample_onto(grid, native, transform, crs, ratio, out)
         return out
 
     def _native(self, items: list[Any], grid: Grid) -> tuple[np.ndarray, Any, Any, float]:
