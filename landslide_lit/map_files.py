@@ -22,15 +22,16 @@ import lightning as L
 import numpy as np
 import torch
 import xarray as xr
-from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK as _NETCDF_LOCK
 
 from landslide_lit.atomic import write_atomically, write_json_atomically
+from landslide_lit.data.cube import NETCDF_LOCK
 from landslide_lit.data.windows import WindowDataset, WindowPlan
 from landslide_lit.metrics import BinnedAveragePrecision
 from landslide_lit.owners import owner_tag
 
 __all__ = [
     "CHUNK",
+    "CONVENTIONS",
     "QUICKLOOK_PIXELS",
     "VARIABLE",
     "Band",
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 Format = Literal["netcdf", "zarr", "geotiff"]
 VARIABLE = "landslide_probability"
+CONVENTIONS = "CF-1.8"
+"""The metadata conventions of the netCDF and zarr maps (global ``Conventions``)."""
 CHUNK = 256
 """Side of the output's compression chunks (and GeoTIFF tiles), in pixels."""
 QUICKLOOK_PIXELS = 1024
@@ -173,10 +176,15 @@ def _netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 class NetCDFFile:
-    """``.nc``: netCDF4, the map compressed in CHUNK-square chunks, written band by band.
+    """``.nc``: netCDF4 (CF-1.8), the map compressed in CHUNK-square chunks, written band
+    by band.
 
-    Every netCDF call holds xarray's netCDF lock, since xarray may read a netCDF cube in
-    another thread meanwhile; coordinates are read from the cube before taking it.
+    Every netCDF call holds :data:`~landslide_lit.data.cube.NETCDF_LOCK`: the netCDF-C
+    library is not thread-safe and netCDF4-python releases the GIL in its calls, while
+    the bands are written in the map writer's thread, other regions' maps in others, and
+    the main thread may read a netCDF cube through xarray meanwhile (which
+    :func:`~landslide_lit.data.cube.open_cube` gives the same lock). Coordinates are read
+    from the cube before taking it.
     """
 
     def __init__(self, stem: Path, windows: WindowDataset, attrs: dict[str, Any]) -> None:
@@ -193,7 +201,7 @@ class NetCDFFile:
             if banded:
                 self.banded.append((name, windows.grid[name]))
             coords.append((name, encoded, None if banded else encoded.values))
-        with _NETCDF_LOCK:
+        with NETCDF_LOCK:
             self.ds = netCDF4.Dataset(self.path, "w", format="NETCDF4")
             self.ds.createDimension(y, plan.height)
             self.ds.createDimension(x, plan.width)
@@ -216,36 +224,38 @@ class NetCDFFile:
                 fill_value=np.float32(np.nan),
             )
             self.var.setncatts(_netcdf_attrs(_variable_attrs(windows)))
-            self.ds.setncatts(_netcdf_attrs(attrs))
+            self.ds.setncatts(_netcdf_attrs({**attrs, "Conventions": CONVENTIONS}))
 
     def write(self, band: Band) -> None:
         rows = slice(band.y0, band.y0 + len(band.probability))
         coords = [(name, coord.isel({self.y: rows}).values) for name, coord in self.banded]
-        with _NETCDF_LOCK:
+        with NETCDF_LOCK:
             self.var[rows, :] = band.probability
             for name, values in coords:
                 self.ds[name][rows] = values
             self.ds.sync()  # compress the band's chunks now, not all of them at close
 
     def close(self, attrs: dict[str, Any]) -> Path:
-        with _NETCDF_LOCK:
+        with NETCDF_LOCK:
             self.ds.setncatts(_netcdf_attrs(attrs))
             self.ds.close()
         return self.path
 
     def abandon(self) -> None:
-        with _NETCDF_LOCK:
+        with NETCDF_LOCK:
             if self.ds.isopen():
                 self.ds.close()
         self.path.unlink(missing_ok=True)
 
 
 class ZarrStore:
-    """``.zarr``: the map appended band by band along y, consolidated at the end."""
+    """``.zarr``: the map appended band by band along y, consolidated at the end (CF
+    attributes, as the netCDF map)."""
 
     def __init__(self, stem: Path, windows: WindowDataset, attrs: dict[str, Any]) -> None:
         self.path = stem.with_suffix(".zarr")
-        self.windows, self.attrs, self.started = windows, _netcdf_attrs(attrs), False
+        self.windows, self.started = windows, False
+        self.attrs = _netcdf_attrs({**attrs, "Conventions": CONVENTIONS})
 
     def write(self, band: Band) -> None:
         y, x = self.windows.dims
