@@ -291,7 +291,9 @@ class GeoTiffFile:
     bands of rows into the file's one raster band.
     """
 
-    def __init__(self, stem: Path, windows: WindowDataset, attrs: dict[str, Any]) -> None:
+    def __init__(
+        self, stem: Path, windows: WindowDataset, attrs: dict[str, Any], std: bool = False
+    ) -> None:
         import rasterio
         import rioxarray  # noqa: F401 - the .rio accessor
 
@@ -313,7 +315,7 @@ class GeoTiffFile:
             driver="GTiff",
             height=plan.height,
             width=plan.width,
-            count=1,
+            count=2 if std else 1,  # ensemble: band 2 the members' standard deviation
             dtype="float32",
             crs=crs,
             transform=template.rio.transform(),
@@ -322,12 +324,18 @@ class GeoTiffFile:
             **tiles,
         )
         self.tags = {k: str(v) for k, v in attrs.items() if isinstance(v, str | int | float)}
+        self.std = std
+        if std:  # ensemble: which band is which
+            self.dst.set_band_description(1, "mean")
+            self.dst.set_band_description(2, "std")
 
     def write(self, band: Band) -> None:
         from rasterio.windows import Window
 
         rows, width = band.probability.shape
         self.dst.write(band.probability, 1, window=Window(0, band.y0, width, rows))
+        if self.std:  # ensemble
+            self.dst.write(band.std, 2, window=Window(0, band.y0, width, rows))
 
     def close(self, attrs: dict[str, Any]) -> Path:
         self.dst.update_tags(**self.tags, **{k: str(v) for k, v in attrs.items()})
