@@ -58,10 +58,6 @@ class EnsembleSegmenter(L.LightningModule):
         """
         return getattr(self.members[0], "thresholds", None)
 
-    def forward(self, image: Tensor) -> Tensor:
-        """Every member's logits, ``(B, K, H, W)``."""
-        return torch.cat([member(image) for member in self.members], dim=1)
-
     def predict_step(
         self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Tensor]:

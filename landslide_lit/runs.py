@@ -215,6 +215,9 @@ def restore_from_checkpoint(args: list[str]) -> tuple[list[str], dict[str, Any]]
             "the best checkpoint of the latest fit run here)"
         )
     option, patterns = "--ckpt_path", ensemble_patterns(args)
+    if ckpt_path is None and patterns:  # an ensemble's config file may name the first member
+        ckpt_path = _config_value(args, "ckpt_path")
+        ckpt_path = None if ckpt_path is None else str(ckpt_path)
     if ckpt_path in (None, "null", "None") and patterns:
         option, ckpt_path = "--ensemble", str(ensemble_members(None, patterns)[0])
         args = [*args, "--ckpt_path", ckpt_path]
@@ -250,11 +253,14 @@ def ensemble_patterns(args: list[str]) -> list[str]:
             found = args[i + 1 : end]
     if found is not None:
         return found
-    config = config_file_with("ensemble", args)
-    if config is None:
-        return []
-    value = yaml.safe_load(Path(config).read_text()).get("ensemble")
+    value = _config_value(args, "ensemble")
     return [] if value is None else [str(v) for v in ([value] if isinstance(value, str) else value)]
+
+
+def _config_value(args: list[str], key: str) -> Any:
+    """The top-level ``key`` of the last config file in ``args`` that sets it, or None."""
+    config = config_file_with(key, args)
+    return None if config is None else yaml.safe_load(Path(config).read_text()).get(key)
 
 
 def ensemble_members(first: str | os.PathLike | None, patterns: list[str]) -> list[Path]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+import yaml
 
 from landslide_lit import maps
 from landslide_lit.cli import run
@@ -22,7 +23,12 @@ from landslide_lit.errors import ConfigError
 from landslide_lit.main import main
 from landslide_lit.maps import ProbabilityMapWriter
 from landslide_lit.module import LandslideSegmenter
-from landslide_lit.runs import CheckpointError, member_differences
+from landslide_lit.runs import (
+    CheckpointError,
+    ensemble_patterns,
+    member_differences,
+    restore_from_checkpoint,
+)
 from tests.conftest import TINY_MODEL
 
 TINY = {
@@ -276,3 +282,15 @@ def test_members_trained_on_other_statistics_differ():
     assert "other statistics of train region 'hokkaido'" in other_values
     (other_region,) = member_differences(first, checkpoint("talakmau", 0.5))
     assert "train region 'talakmau'" in other_region and "'hokkaido'" in other_region
+
+
+def test_an_ensemble_config_file_names_its_members(checkpoints, tmp_path):
+    a, b = str(checkpoints["a"]), str(checkpoints["b"])
+    config = tmp_path / "ensemble.yaml"
+    config.write_text(yaml.safe_dump({"ensemble": [a, b]}))
+    args, _ = restore_from_checkpoint(["predict", "--config", str(config)])
+    assert args[-3:] == ["--ckpt_path", a, "--model.encoder_weights=null"]  # the first member
+    config.write_text(yaml.safe_dump({"ckpt_path": b, "ensemble": [a]}))
+    args, _ = restore_from_checkpoint(["predict", "--config", str(config)])
+    assert "--ckpt_path" not in args  # the config's, read by the parser
+    assert ensemble_patterns(["predict", "--config", str(config), "--ensemble", b]) == [b]
