@@ -9,12 +9,20 @@ LightningCLI parses anything:
   latest fit run under the working directory, and restore the model and data
   settings it was trained with (command-line values still win).
 
+``predict --ensemble A B ...`` (files or quoted glob patterns) adds members to the
+``--ckpt_path`` model (without ``--ckpt_path`` the first member is it): the first member's
+settings are restored, the others must share its channels, network and normalisation,
+and the map holds the members' mean probability and standard deviation (see
+:mod:`landslide_lit.ensemble`). The map writer's options are ``--maps.*``.
+
 Errors come out as :class:`LandslideLitError`; ``landslide_lit.main`` says them.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import logging
 import os
 import sys
 import warnings
@@ -28,8 +36,10 @@ from landslide_lit.data.composite import resolve_channels
 from landslide_lit.data.cube import region_cube_path
 from landslide_lit.data.datamodule import LandslideDataModule
 from landslide_lit.encoders import EncoderWeightsError
+from landslide_lit.ensemble import EnsembleSegmenter
 from landslide_lit.errors import TRACEBACK_ENV, ConfigError, LandslideLitError
 from landslide_lit.logs import configure_logging
+from landslide_lit.maps import ProbabilityMapWriter
 from landslide_lit.module import LandslideSegmenter
 from landslide_lit.parse_errors import UNION_DUMP, explain_region_error, parse_error
 from landslide_lit.regions import REGIONS, get_region
@@ -37,6 +47,7 @@ from landslide_lit.runs import (
     NETWORK_SETTINGS,
     RUNS_DIR,
     CheckpointError,
+    check_ensemble,
     checkpoint_differences,
     read_checkpoint,
     restore_from_checkpoint,
@@ -44,7 +55,10 @@ from landslide_lit.runs import (
 
 __all__ = ["LandslideCLI", "run"]
 
+log = logging.getLogger(__name__)
+
 EVALUATION_COMMANDS = ("validate", "test", "predict")
+MAP_WRITER = f"{ProbabilityMapWriter.__module__}.{ProbabilityMapWriter.__qualname__}"
 
 
 class LandslideCLI(LightningCLI):
@@ -52,6 +66,7 @@ class LandslideCLI(LightningCLI):
 
     def __init__(self, *args, checkpoint: dict | None = None, **kwargs) -> None:
         self.checkpoint = checkpoint
+        self.members: list[Path] = []  # predict --ensemble: every member's checkpoint
         super().__init__(*args, **kwargs)
 
     def init_parser(self, **kwargs):
@@ -67,6 +82,17 @@ class LandslideCLI(LightningCLI):
             help="region to evaluate: validate scores it, test/predict use it as the "
             f"test region (built-in: {', '.join(sorted(REGIONS))})",
         )
+        parser.add_argument(
+            "--ensemble",
+            type=str,
+            nargs="+",
+            default=None,
+            help="predict: more checkpoints (files or quoted glob patterns) that predict with "
+            "the --ckpt_path one (without --ckpt_path, the first of them is it); the map holds "
+            "their mean probability and its standard deviation",
+        )
+        # the map writer's options, --maps.*: saved in config.yaml, a callback of every command
+        parser.add_lightning_class_args(ProbabilityMapWriter, "maps")
         parser.link_arguments("data.channel_names", "model.channel_names", apply_on="instantiate")
         parser.set_defaults(
             {
@@ -96,7 +122,6 @@ class LandslideCLI(LightningCLI):
                         "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                         "init_args": {"filename": "last"},
                     },
-                    {"class_path": "landslide_lit.maps.ProbabilityMapWriter"},
                     # validate/test: metrics.json with bootstrap intervals, PR curve, panels
                     {"class_path": "landslide_lit.evaluation.EvaluationWriter"},
                     {"class_path": "landslide_lit.checkpointing.CheckpointOnSigterm"},
@@ -126,6 +151,13 @@ class LandslideCLI(LightningCLI):
         if self.checkpoint is not None:
             parser = self._subcommand_parsers[subcommand]
             self._check_checkpoint_fits(config, parser, resuming=subcommand == "fit")
+        if config.get("ensemble"):
+            if subcommand != "predict":
+                raise ConfigError(
+                    f"--ensemble applies to predict only, not to {subcommand}: drop it, or "
+                    "`landslide-lit predict --ensemble ...`"
+                )
+            self.members = check_ensemble(config.ckpt_path, self.checkpoint, config.ensemble)
 
     def _check_checkpoint_fits(self, config, parser, resuming: bool) -> None:
         """A checkpoint for other channels or another network: one error, not a state dump.
@@ -167,6 +199,10 @@ class LandslideCLI(LightningCLI):
                 raise
             message = explain_region_error(str(error), self._config().data, self._raw_args)
             raise ConfigError(message) from None
+        if len(self.members) > 1:  # the others' weights come with the first's (ckpt_path)
+            clones = [copy.deepcopy(self.model) for _ in self.members[1:]]
+            self.model = EnsembleSegmenter([self.model, *clones], self.members)
+            log.info("predicting with an ensemble of %d models", len(self.members))
 
     def _missing_cubes(self) -> str:
         """The real cubes this command reads that are missing, in words ('' if none)."""
@@ -208,8 +244,37 @@ class LandslideCLI(LightningCLI):
         if config.region:
             key = "validate_region" if self.subcommand == "validate" else "test_region"
             config.data[key] = config.region
+        _one_map_writer(config)
         _check_output_folders(config.trainer)
         reserve_run_version(config.trainer)
+
+
+def _one_map_writer(config) -> None:
+    """Drop a ProbabilityMapWriter that a config lists in ``trainer.callbacks`` (as configs
+    saved before the writer's options became ``--maps.*`` do) when it has the ``maps``
+    settings; with other settings one of the two would be ignored: an error."""
+    callbacks = config.trainer.get("callbacks")
+    if not isinstance(callbacks, list):
+        return
+    maps = config.maps.as_dict()
+    kept = []
+    for callback in callbacks:
+        if callback.get("class_path") != MAP_WRITER:
+            kept.append(callback)
+            continue
+        settings = callback.get("init_args")
+        settings = {} if settings is None else settings.as_dict()
+        if {**maps, **settings} != maps:
+            raise ConfigError(
+                f"trainer.callbacks lists {MAP_WRITER} with {settings}, and its settings are "
+                f"now options of their own: `maps:` in a config, --maps.output_dir, "
+                f"--maps.formats, --maps.quicklook (they give {maps}). Move its init_args to "
+                "a top-level `maps:` section and remove it from trainer.callbacks"
+            )
+        log.info(
+            "trainer.callbacks lists %s: its settings are the maps: ones, used once", MAP_WRITER
+        )
+    config.trainer.callbacks = kept
 
 
 def _check_output_folders(trainer_config) -> None:

@@ -6,6 +6,9 @@ the finished files, draws the quicklook and writes the JSON summary. The writers
 hidden partial files that carry the writing process's owner tag
 (``.<region>_landslide_probability.pid<PID>-<HOST>.<suffix>``) and are renamed
 into place when complete; :mod:`landslide_lit.maps` sweeps those a killed process left.
+
+The map of an ensemble is the members' mean probability, with their standard deviation
+as a second variable (``landslide_probability_std``) or GeoTIFF band (``std``).
 """
 
 from __future__ import annotations
@@ -22,16 +25,18 @@ import lightning as L
 import numpy as np
 import torch
 import xarray as xr
-from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK as _NETCDF_LOCK
 
 from landslide_lit.atomic import write_atomically, write_json_atomically
+from landslide_lit.data.cube import NETCDF_LOCK
 from landslide_lit.data.windows import WindowDataset, WindowPlan
 from landslide_lit.metrics import BinnedAveragePrecision
 from landslide_lit.owners import owner_tag
 
 __all__ = [
     "CHUNK",
+    "CONVENTIONS",
     "QUICKLOOK_PIXELS",
+    "STD_VARIABLE",
     "VARIABLE",
     "Band",
     "Format",
@@ -47,6 +52,10 @@ log = logging.getLogger(__name__)
 
 Format = Literal["netcdf", "zarr", "geotiff"]
 VARIABLE = "landslide_probability"
+STD_VARIABLE = "landslide_probability_std"
+"""An ensemble's standard deviation of the probability across its members."""
+CONVENTIONS = "CF-1.8"
+"""The metadata conventions of the netCDF and zarr maps (global ``Conventions``)."""
 CHUNK = 256
 """Side of the output's compression chunks (and GeoTIFF tiles), in pixels."""
 QUICKLOOK_PIXELS = 1024
@@ -54,17 +63,45 @@ QUICKLOOK_PIXELS = 1024
 
 
 class Band:
-    """Final rows [y0, y0 + len) of a map: probability (NaN without data), valid, target."""
+    """Final rows [y0, y0 + len) of a map: probability (an ensemble's mean; NaN without
+    data), its standard deviation across an ensemble's members (None for one model),
+    valid, target."""
 
-    def __init__(self, y0: int, probability: np.ndarray, valid: np.ndarray, target: np.ndarray):
+    def __init__(
+        self,
+        y0: int,
+        probability: np.ndarray,
+        valid: np.ndarray,
+        target: np.ndarray,
+        std: np.ndarray | None = None,
+    ) -> None:
         self.y0, self.probability, self.valid, self.target = y0, probability, valid, target
+        self.std = std
 
     @classmethod
     def from_sums(cls, y0: int, total: np.ndarray, flags: np.ndarray) -> Band:
-        """Final rows from the summed weighted probabilities and the pixel flags."""
+        """Final rows from each member's summed weighted probabilities ``total``
+        (rows, members, width) and the pixel flags.
+
+        Each member's map is its sums clipped to [0, 1], as one model's; an ensemble's
+        mean and (population) standard deviation are taken over these K values per pixel
+        in float64, two-pass: exact up to the float32 they are stored in.
+        """
         valid, target = (flags & 1) > 0, (flags & 2) > 0
-        probability = np.where(valid, np.clip(total, 0.0, 1.0), np.float32(np.nan))
-        return cls(y0, probability.astype(np.float32, copy=False), valid, target)
+        maps = np.clip(total, 0.0, 1.0)
+        nan = np.float32(np.nan)
+        if maps.shape[1] == 1:
+            probability = np.where(valid, maps[:, 0], nan).astype(np.float32, copy=False)
+            return cls(y0, probability, valid, target)
+        mean = maps.mean(axis=1, dtype=np.float64)
+        std = maps.std(axis=1, dtype=np.float64)
+        return cls(
+            y0,
+            np.where(valid, mean, nan).astype(np.float32),
+            valid,
+            target,
+            np.where(valid, std, nan).astype(np.float32),
+        )
 
 
 class MapFiles:
@@ -82,12 +119,14 @@ class MapFiles:
         attrs: dict[str, Any],
         formats: list[Format],
         quicklook: bool,
+        members: int = 1,
     ) -> None:
-        self.region, self.attrs = windows.region.name, attrs
+        self.region, self.attrs, self.members = windows.region.name, attrs, members
         self.stem = folder / f"{self.region}_landslide_probability"
         self.partial = folder / f".{self.region}_landslide_probability.{owner_tag()}.partial"
         sinks = {"netcdf": NetCDFFile, "zarr": ZarrStore, "geotiff": GeoTiffFile}
-        self.sinks: list[Any] = [sinks[f](self.partial, windows, attrs) for f in formats]
+        std = members > 1  # an ensemble's maps hold the members' standard deviation too
+        self.sinks: list[Any] = [sinks[f](self.partial, windows, attrs, std) for f in formats]
         self.look = Quicklook(windows.plan) if quicklook else None
         self.score = RegionScore() if windows.has_labels else None
         log.info("%s: writing the landslide probability map to %s.*", self.region, self.stem)
@@ -118,9 +157,8 @@ class MapFiles:
         extra = {f"region_{k}": v for k, v in metrics.items()}
         files = [self._publish(sink.close(extra)) for sink in self.sinks]
         if self.look is not None:
-            files.append(
-                self.look.save(self.stem.with_suffix(".png"), region, metrics.get("auprc"))
-            )
+            png = self.stem.with_suffix(".png")
+            files.append(self.look.save(png, region, metrics.get("auprc"), self.members))
         summary = {"region": region, **metrics, "files": [p.name for p in files], **self.attrs}
         json_path = write_json_atomically(self.stem.with_suffix(".json"), summary, default=str)
         for path in [*files, json_path]:
@@ -145,11 +183,38 @@ class MapFiles:
             sink.abandon()
 
 
-def _variable_attrs(windows: WindowDataset) -> dict[str, Any]:
+def _variable_attrs(windows: WindowDataset, std: bool = False) -> dict[str, Any]:
+    """CF attributes of the probability (no CF standard name fits a probability of this).
+
+    ``std``: the probability is an ensemble's mean, its standard deviation beside it
+    (``cell_methods`` over ``realization``, the CF standard name of an ensemble member).
+    """
     attrs: dict[str, Any] = {
         "long_name": "landslide probability",
         "units": "1",
         "valid_range": np.array([0.0, 1.0], np.float32),
+    }
+    if std:
+        attrs.update(
+            {
+                "long_name": "landslide probability, mean of the ensemble's members",
+                "cell_methods": "realization: mean",
+                "ancillary_variables": STD_VARIABLE,
+            }
+        )
+    if windows.grid_mapping:
+        attrs["grid_mapping"] = windows.grid_mapping
+    return attrs
+
+
+def _std_attrs(windows: WindowDataset) -> dict[str, Any]:
+    """CF attributes of an ensemble's standard deviation (population: over its K members)."""
+    attrs: dict[str, Any] = {
+        "long_name": "standard deviation of the landslide probability across the ensemble's "
+        "members",
+        "units": "1",
+        "cell_methods": "realization: standard_deviation",
+        "valid_range": np.array([0.0, 0.5], np.float32),  # of values in [0, 1]
     }
     if windows.grid_mapping:
         attrs["grid_mapping"] = windows.grid_mapping
@@ -173,13 +238,20 @@ def _netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 class NetCDFFile:
-    """``.nc``: netCDF4, the map compressed in CHUNK-square chunks, written band by band.
+    """``.nc``: netCDF4 (CF-1.8), the map compressed in CHUNK-square chunks, written band
+    by band.
 
-    Every netCDF call holds xarray's netCDF lock, since xarray may read a netCDF cube in
-    another thread meanwhile; coordinates are read from the cube before taking it.
+    Every netCDF call holds :data:`~landslide_lit.data.cube.NETCDF_LOCK`: the netCDF-C
+    library is not thread-safe and netCDF4-python releases the GIL in its calls, while
+    the bands are written in the map writer's thread, other regions' maps in others, and
+    the main thread may read a netCDF cube through xarray meanwhile (which
+    :func:`~landslide_lit.data.cube.open_cube` gives the same lock). Coordinates are read
+    from the cube before taking it.
     """
 
-    def __init__(self, stem: Path, windows: WindowDataset, attrs: dict[str, Any]) -> None:
+    def __init__(
+        self, stem: Path, windows: WindowDataset, attrs: dict[str, Any], std: bool = False
+    ) -> None:
         import netCDF4
 
         self.path = stem.with_suffix(".nc")
@@ -193,7 +265,7 @@ class NetCDFFile:
             if banded:
                 self.banded.append((name, windows.grid[name]))
             coords.append((name, encoded, None if banded else encoded.values))
-        with _NETCDF_LOCK:
+        with NETCDF_LOCK:
             self.ds = netCDF4.Dataset(self.path, "w", format="NETCDF4")
             self.ds.createDimension(y, plan.height)
             self.ds.createDimension(x, plan.width)
@@ -205,67 +277,85 @@ class NetCDFFile:
                 out.setncatts(_netcdf_attrs(var_attrs))
                 if values is not None:
                     out[...] = values
-            self.var = self.ds.createVariable(
-                VARIABLE,
-                "f4",
-                (y, x),
-                zlib=True,
-                complevel=4,
-                shuffle=True,
-                chunksizes=(min(CHUNK, plan.height), min(CHUNK, plan.width)),
-                fill_value=np.float32(np.nan),
-            )
-            self.var.setncatts(_netcdf_attrs(_variable_attrs(windows)))
-            self.ds.setncatts(_netcdf_attrs(attrs))
+            self.var = self._map_variable(VARIABLE, (y, x), plan)
+            self.var.setncatts(_netcdf_attrs(_variable_attrs(windows, std)))
+            self.std = self._map_variable(STD_VARIABLE, (y, x), plan) if std else None
+            if self.std is not None:
+                self.std.setncatts(_netcdf_attrs(_std_attrs(windows)))
+            self.ds.setncatts(_netcdf_attrs({**attrs, "Conventions": CONVENTIONS}))
+
+    def _map_variable(self, name: str, dims: tuple[str, str], plan: WindowPlan) -> Any:
+        return self.ds.createVariable(
+            name,
+            "f4",
+            dims,
+            zlib=True,
+            complevel=4,
+            shuffle=True,
+            chunksizes=(min(CHUNK, plan.height), min(CHUNK, plan.width)),
+            fill_value=np.float32(np.nan),
+        )
 
     def write(self, band: Band) -> None:
         rows = slice(band.y0, band.y0 + len(band.probability))
         coords = [(name, coord.isel({self.y: rows}).values) for name, coord in self.banded]
-        with _NETCDF_LOCK:
+        with NETCDF_LOCK:
             self.var[rows, :] = band.probability
+            if self.std is not None:
+                self.std[rows, :] = band.std
             for name, values in coords:
                 self.ds[name][rows] = values
             self.ds.sync()  # compress the band's chunks now, not all of them at close
 
     def close(self, attrs: dict[str, Any]) -> Path:
-        with _NETCDF_LOCK:
+        with NETCDF_LOCK:
             self.ds.setncatts(_netcdf_attrs(attrs))
             self.ds.close()
         return self.path
 
     def abandon(self) -> None:
-        with _NETCDF_LOCK:
+        with NETCDF_LOCK:
             if self.ds.isopen():
                 self.ds.close()
         self.path.unlink(missing_ok=True)
 
 
 class ZarrStore:
-    """``.zarr``: the map appended band by band along y, consolidated at the end."""
+    """``.zarr``: the map appended band by band along y, consolidated at the end (CF
+    attributes, as the netCDF map)."""
 
-    def __init__(self, stem: Path, windows: WindowDataset, attrs: dict[str, Any]) -> None:
+    def __init__(
+        self, stem: Path, windows: WindowDataset, attrs: dict[str, Any], std: bool = False
+    ) -> None:
         self.path = stem.with_suffix(".zarr")
-        self.windows, self.attrs, self.started = windows, _netcdf_attrs(attrs), False
+        self.windows, self.std, self.started = windows, std, False
+        self.attrs = _netcdf_attrs({**attrs, "Conventions": CONVENTIONS})
 
     def write(self, band: Band) -> None:
         y, x = self.windows.dims
         rows = slice(band.y0, band.y0 + len(band.probability))
-        var = xr.Variable((y, x), band.probability, _variable_attrs(self.windows))
+        variables = {
+            VARIABLE: xr.Variable((y, x), band.probability, _variable_attrs(self.windows, self.std))
+        }
+        if self.std:
+            variables[STD_VARIABLE] = xr.Variable((y, x), band.std, _std_attrs(self.windows))
         coords = self.windows.grid.isel({y: rows}).drop_encoding().coords  # not the cube's codecs
-        ds = xr.Dataset({VARIABLE: var}, coords=coords)
+        ds = xr.Dataset(variables, coords=coords)
         if self.started:
             ds.to_zarr(self.path, append_dim=y, consolidated=True)
             return
         ds.attrs = self.attrs
         chunks = (min(CHUNK, self.windows.plan.height), min(CHUNK, self.windows.plan.width))
-        ds.to_zarr(self.path, mode="w", consolidated=True, encoding={VARIABLE: {"chunks": chunks}})
+        encoding = {name: {"chunks": chunks} for name in variables}
+        ds.to_zarr(self.path, mode="w", consolidated=True, encoding=encoding)
         self.started = True
 
     def close(self, attrs: dict[str, Any]) -> Path:
         import zarr
 
         group = zarr.open_group(self.path, mode="r+")
-        group.attrs.update(_netcdf_attrs(attrs))
+        # all of them: xarray's appends of the later bands replaced the first band's
+        group.attrs.update({**self.attrs, **_netcdf_attrs(attrs)})
         zarr.consolidate_metadata(self.path)
         return self.path
 
@@ -281,7 +371,9 @@ class GeoTiffFile:
     bands of rows into the file's one raster band.
     """
 
-    def __init__(self, stem: Path, windows: WindowDataset, attrs: dict[str, Any]) -> None:
+    def __init__(
+        self, stem: Path, windows: WindowDataset, attrs: dict[str, Any], std: bool = False
+    ) -> None:
         import rasterio
         import rioxarray  # noqa: F401 - the .rio accessor
 
@@ -303,7 +395,7 @@ class GeoTiffFile:
             driver="GTiff",
             height=plan.height,
             width=plan.width,
-            count=1,
+            count=2 if std else 1,  # ensemble: band 2 the members' standard deviation
             dtype="float32",
             crs=crs,
             transform=template.rio.transform(),
@@ -312,12 +404,18 @@ class GeoTiffFile:
             **tiles,
         )
         self.tags = {k: str(v) for k, v in attrs.items() if isinstance(v, str | int | float)}
+        self.std = std
+        if std:  # ensemble: which band is which
+            self.dst.set_band_description(1, "mean")
+            self.dst.set_band_description(2, "std")
 
     def write(self, band: Band) -> None:
         from rasterio.windows import Window
 
         rows, width = band.probability.shape
         self.dst.write(band.probability, 1, window=Window(0, band.y0, width, rows))
+        if self.std:  # ensemble
+            self.dst.write(band.std, 2, window=Window(0, band.y0, width, rows))
 
     def close(self, attrs: dict[str, Any]) -> Path:
         self.dst.update_tags(**self.tags, **{k: str(v) for k, v in attrs.items()})
@@ -344,7 +442,8 @@ class Quicklook:
         self.probability[out] = band.probability[rows, :: self.step]
         self.target[out] = band.target[rows, :: self.step]
 
-    def save(self, path: Path, region: str, auprc: float | None) -> Path:
+    def save(self, path: Path, region: str, auprc: float | None, members: int = 1) -> Path:
+        """The PNG; ``members``: an ensemble's, whose mean probability it shows."""
         from matplotlib.figure import Figure
         from scipy.ndimage import binary_erosion
 
@@ -355,6 +454,8 @@ class Quicklook:
         image = axes.imshow(self.probability, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
         figure.colorbar(image, ax=axes, label="landslide probability", shrink=0.8)
         title = f"{region}: landslide probability"
+        if members > 1:
+            title += f", mean of {members} models"
         if self.target.any():  # outlines: landslide pixels with a neighbour outside
             outline = self.target & ~binary_erosion(self.target, border_value=1)
             overlay = np.zeros((height, width, 4), np.float32)

@@ -19,7 +19,13 @@ left behind are removed by the next predict into the folder on that host. The fi
 - ``<region>_landslide_probability.json``: files, provenance and, when the cube has
   labels, the region's AUPRC over its valid pixels and the no-skill fraction.
 
-Memory holds a few bands of rows, whatever the region's height.
+An ensemble (:class:`~landslide_lit.ensemble.EnsembleSegmenter`, K members) predicts K
+probabilities per window. Each member's weighted sums are kept apart (K sums per pixel
+in the band and the spill file), so each member's map is blended exactly as a single
+model's, and the map is their mean with their standard deviation beside it (see
+:meth:`~landslide_lit.map_files.Band.from_sums`); one model's map is the same either way.
+
+Memory holds a few bands of rows (K sums a pixel), whatever the region's height.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from landslide_lit.data.store import read_raw_rows, remove_stale_composites
 from landslide_lit.data.windows import WindowDataset, WindowPlan
+from landslide_lit.ensemble import EnsembleSegmenter, ensemble_size
 from landslide_lit.errors import ConfigError
 from landslide_lit.map_files import CHUNK, Band, Format, MapFiles
 from landslide_lit.owners import owner_tag, remove_stale
@@ -91,6 +98,7 @@ class ProbabilityMapWriter(BasePredictionWriter):
         self._spills: dict[int, _Spill] = {}
         self._followers: dict[int, _Follower] = {}
         self._folder = Path(".")
+        self._members = 1
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The maps are the output: kept, every window's probabilities would fill the memory.
@@ -102,13 +110,14 @@ class ProbabilityMapWriter(BasePredictionWriter):
             remove_stale(self._folder, PARTIAL_GLOB)
             remove_stale_composites()
         self._spills, self._followers = {}, {}
+        self._members = ensemble_size(pl_module)
 
     def _spill(self, trainer: L.Trainer, dataloader_idx: int) -> _Spill:
         if dataloader_idx not in self._spills:
             windows = _windows(trainer, dataloader_idx)
             name = f".{windows.region.name}.rank{trainer.global_rank}.{owner_tag()}.partial"
             stem = self._folder / name
-            spill = self._spills[dataloader_idx] = _Spill(windows.plan, stem)
+            spill = self._spills[dataloader_idx] = _Spill(windows.plan, stem, self._members)
             if trainer.world_size == 1:  # the rows no later window reaches are final
                 files = self._files(trainer, windows)
                 self._followers[dataloader_idx] = _Follower(spill, files)
@@ -116,7 +125,7 @@ class ProbabilityMapWriter(BasePredictionWriter):
 
     def _files(self, trainer: L.Trainer, windows: WindowDataset) -> MapFiles:
         attrs = _provenance(trainer, windows)
-        return MapFiles(self._folder, windows, attrs, self.formats, self.quicklook)
+        return MapFiles(self._folder, windows, attrs, self.formats, self.quicklook, self._members)
 
     def write_on_batch_end(
         self,
@@ -129,8 +138,13 @@ class ProbabilityMapWriter(BasePredictionWriter):
         dataloader_idx: int = 0,
     ) -> None:
         spill = self._spill(trainer, dataloader_idx)
-        probability = prediction["probability"][:, 0].cpu().numpy()
-        size = probability.shape[1:]
+        probability = prediction["probability"].cpu().numpy()  # (B, members, H, W)
+        if probability.shape[1] != self._members:
+            raise ValueError(
+                f"predict_step gave {probability.shape[1]} probabilities a pixel for a model "
+                f"of {self._members}: probability must be (B, members, H, W)"
+            )
+        size = probability.shape[2:]
         valid = prediction["valid"][:, 0].cpu().numpy() if "valid" in prediction else None
         target = (prediction["mask"][:, 0] > 0).cpu().numpy() if "mask" in prediction else None
         for i, (y, x) in enumerate(prediction["origin"].tolist()):
@@ -255,9 +269,12 @@ def _provenance(trainer: L.Trainer, windows: WindowDataset) -> dict[str, Any]:
     datamodule = trainer.datamodule
     stats = datamodule.region_stats(windows.region) if datamodule is not None else None
     attrs = dict(windows.attrs)
+    model = trainer.lightning_module
+    members = ensemble_size(model)
     attrs.update(
         {
-            "title": f"Landslide probability, {windows.region.name}",
+            "title": f"Landslide probability, {windows.region.name}"
+            + (f", mean of {members} models" if members > 1 else ""),
             "source_cube": str(windows.path),
             "checkpoint": str(trainer.ckpt_path or ""),
             "channels": ",".join(windows.channels),
@@ -268,6 +285,10 @@ def _provenance(trainer: L.Trainer, windows: WindowDataset) -> dict[str, Any]:
             f"landslide-lit {__version__} predict",
         }
     )
+    if members > 1:
+        attrs["ensemble_size"] = members
+        if isinstance(model, EnsembleSegmenter) and model.checkpoints is not None:
+            attrs["ensemble_checkpoints"] = list(model.checkpoints)
     if stats is not None:
         attrs["norm_stats"] = getattr(datamodule, "norm_stats", "")
         attrs["norm_mean"] = list(stats.mean)
@@ -283,14 +304,15 @@ class _Spill:
 
     Windows arrive in plan order (row by row), so when a window starting at row ``y``
     comes, rows above ``y`` are final for this process: they go to the files and the
-    in-memory band (one window high) moves down. Flags: bit 0 valid, bit 1 landslide.
+    in-memory band (one window high) moves down. Each row holds one sum per member and
+    pixel (``(members, width)``). Flags: bit 0 valid, bit 1 landslide.
     """
 
-    def __init__(self, plan: WindowPlan, stem: Path) -> None:
+    def __init__(self, plan: WindowPlan, stem: Path, members: int = 1) -> None:
         self.plan = plan
         self.paths = (stem.with_suffix(".sum"), stem.with_suffix(".flags"))
         self.buffers = (
-            np.zeros((plan.size, plan.width), np.float32),
+            np.zeros((plan.size, members, plan.width), np.float32),
             np.zeros((plan.size, plan.width), np.uint8),
         )
         self.files = [path.open("wb") for path in self.paths]
@@ -299,11 +321,12 @@ class _Spill:
     def add(
         self, y: int, x: int, probability: np.ndarray, valid: np.ndarray, target: np.ndarray
     ) -> None:
+        """One window at (y, x): ``probability`` (members, H, W), ``valid`` and ``target``."""
         self._flush(y)
         weight = self.plan.weight(y, x)
         h, w = weight.shape
         total, flags = self.buffers
-        total[:h, x : x + w] += probability[:h, :w] * weight
+        total[:h, :, x : x + w] += probability[:, :h, :w].transpose(1, 0, 2) * weight[:, None]
         flags[:h, x : x + w] |= valid[:h, :w].astype(np.uint8) | (
             target[:h, :w].astype(np.uint8) << 1
         )
@@ -331,9 +354,9 @@ class _Spill:
             file.close()
 
     def read(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows [y0, y1) of the sums and the flags."""
+        """Rows [y0, y1) of the sums (rows, members, width) and the flags (rows, width)."""
         return tuple(
-            read_raw_rows(path, buffer.dtype.type, (self.plan.width,), y0, y1)
+            read_raw_rows(path, buffer.dtype.type, buffer.shape[1:], y0, y1)
             for path, buffer in zip(self.paths, self.buffers, strict=True)
         )
 
@@ -353,7 +376,7 @@ def _merged(spill: _Spill, device: torch.device) -> Iterator[Band]:
     """The map band by band, every process's sums added (each band is a collective)."""
     plan = spill.plan
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    step = _merge_rows(plan.width)
+    step = _merge_rows(plan.width * spill.buffers[0].shape[1])
     for y0 in range(0, plan.height, step):
         total, flags = spill.read(y0, min(y0 + step, plan.height))
         if distributed:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 from argparse import Namespace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 import xarray as xr
 
 from landslide_lit import map_files, maps
+from landslide_lit.data import cube as cube_module
 from landslide_lit.data import windows as windows_module
 from landslide_lit.data.acquisitions import select_acquisitions
 from landslide_lit.data.composite import CompositeSettings, build_composite
@@ -398,3 +400,55 @@ def test_predict_removes_what_ended_processes_of_this_host_left(
     assert all(path.exists() for path in made["live"] + made["other"])
     hidden = {p.name for p in folder.glob(".*")}
     assert hidden == {p.name for p in made["live"] + made["other"] if p.parent == folder}
+
+
+def test_the_netcdf_and_zarr_maps_declare_cf_1_8(cube_root, tmp_path):
+    dm = datamodule(cube_root, region="kaikoura")
+    stem = predict(constant_model(dm.channel_names), dm, tmp_path, formats=["netcdf", "zarr"])
+    with (
+        xr.open_dataset(stem.with_suffix(".nc")) as nc,
+        xr.open_zarr(stem.with_suffix(".zarr")) as z,
+    ):
+        for written in (nc, z):
+            assert written.attrs["Conventions"] == "CF-1.8"
+            attrs = written["landslide_probability"].attrs
+            # no CF standard name fits a landslide probability: none is made up
+            assert attrs["units"] == "1" and "standard_name" not in attrs
+            assert attrs["long_name"] == "landslide probability"
+            assert written[attrs["grid_mapping"]].attrs["grid_mapping_name"]
+
+
+class RecordingLock:
+    """A re-entrant lock that counts its acquisitions."""
+
+    def __init__(self) -> None:
+        self.lock, self.taken = threading.RLock(), 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self.taken += 1
+        return self.lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> RecordingLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def test_netcdf_cubes_are_read_under_the_lock_of_the_map_writer(tmp_path, monkeypatch):
+    """xarray reads a netCDF cube holding the lock the netCDF map writer's thread holds:
+    netCDF-C is not thread-safe. Nothing imports xarray's private lock for it."""
+    path = write_synthetic_cube("kaikoura", root=tmp_path, size=(40, 50), seed=3, fmt="netcdf")
+    lock = RecordingLock()
+    monkeypatch.setattr(cube_module, "NETCDF_LOCK", lock)
+    with open_cube(path) as cube:
+        before = lock.taken
+        assert cube[get_region("kaikoura").names.vv].values.size
+    assert lock.taken > before > 0
+    package = Path(map_files.__file__).parent
+    importers = [p for p in package.rglob("*.py") if "xarray.backends" in p.read_text()]
+    assert importers == []

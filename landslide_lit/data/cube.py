@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,6 +40,7 @@ from landslide_lit.regions import (
 )
 
 __all__ = [
+    "NETCDF_LOCK",
     "NETCDF_SUFFIXES",
     "ZARR_SUFFIXES",
     "CubeError",
@@ -58,6 +60,11 @@ log = logging.getLogger(__name__)
 
 ZARR_SUFFIXES = (".zarr",)
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf")
+NETCDF_LOCK = threading.RLock()
+"""Held by every netCDF-C call of this process that may run beside another: xarray's reads
+of a netCDF cube (given it by :func:`open_cube`) and the netCDF map writer's calls
+(:class:`~landslide_lit.map_files.NetCDFFile`). netCDF-C is not thread-safe, and
+netCDF4-python releases the GIL in its calls."""
 
 
 class CubeError(LandslideLitError, ValueError):
@@ -231,7 +238,9 @@ def _open_dataset(path: Path) -> xr.Dataset:
                 f"{path} is a folder but not a Zarr store (no .zgroup, .zmetadata or "
                 "zarr.json inside); point to the .zarr store itself or a netCDF file"
             )
-        return xr.open_dataset(path, engine="netcdf4", chunks=None)
+        # the lock of every netCDF call of this process: the map writer's thread writes
+        # netCDF while predict reads the cube (netCDF-C is not thread-safe)
+        return xr.open_dataset(path, engine="netcdf4", chunks=None, lock=NETCDF_LOCK)
     except CubeError:
         raise
     except Exception as exc:  # the backends raise many types for unreadable files
