@@ -58,6 +58,10 @@ COMMANDS: dict[str, CommandEntry] = {
         "the whole study in miniature, on synthetic cubes, on a CPU",
     ),
     "cache": CommandEntry("landslide_lit.tools:cache_main", "clear the chip cache"),
+    "polygonize": CommandEntry(
+        "landslide_lit.polygonize:main",
+        "threshold an existing map into a landslide mask and polygons, without the model",
+    ),
     "reproduce": CommandEntry(
         "landslide_lit.experiments.table1:main",
         "Table 1 of Prapas et al.: four configs over seeds, with intervals (resumable)",

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import xarray as xr
-from affine import Affine
 from scipy import ndimage
 
 from landslide_lit.map_files import CHUNK, Band, MapFiles
@@ -37,6 +36,9 @@ def bands_of(probability: np.ndarray, rows: int = CHUNK) -> Iterator[Band]:
 
 
 def grid(height: int, width: int, crs: str | None = CRS) -> Grid:
+    """The grid of :func:`fake_windows` (rasterio's affine: the responder extra)."""
+    from affine import Affine
+
     return Grid(height, width, Affine(PIXEL, 0, X0, 0, -PIXEL, Y0), crs)
 
 
