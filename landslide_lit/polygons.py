@@ -167,7 +167,6 @@ class Polygonizer:
         from rasterio.features import shapes
 
         flat, values = labels.ravel(), probability.ravel()
-        index = np.arange(1, count + 1)
         pieces: list[list[Any]] = [[] for _ in range(count)]
         if count:
             outlines = shapes(
@@ -177,11 +176,15 @@ class Polygonizer:
                 transform=Affine.translation(0, y0),
             )
             for outline, label in outlines:
-                pieces[int(label) - 1].append(self.shapely.geometry.shape(outline))
+                shell, *holes = (np.asarray(ring) for ring in outline["coordinates"])
+                pieces[int(label) - 1].append(self.shapely.Polygon(shell, holes))
+        p_max = np.full(count + 1, -np.inf)
+        inside = flat > 0
+        np.maximum.at(p_max, flat[inside], values[inside])
         return _Components(
             np.bincount(flat, minlength=count + 1)[1:],
             np.bincount(flat, values, minlength=count + 1)[1:],
-            np.asarray(ndimage.maximum(probability, labels, index)) if count else (),
+            p_max[1:],
             pieces,
         )
 

@@ -167,6 +167,7 @@ class ResponderProducts:
     def _keep(self, landslides: list[Landslide]) -> None:
         if not landslides:
             return
+        import shapely
         from affine import Affine
         from rasterio.features import rasterize
 
@@ -174,8 +175,11 @@ class ResponderProducts:
         np.add.at(self.count, classes, 1)
         np.add.at(self.area, classes, [s.area_m2 for s in landslides])
         t, step = self.grid.transform, self.preview_step  # the map's, with pixels step wide
+        outlines = [s.geometry for s in landslides]
+        if step > 1:  # no detail finer than the preview's cells: far fewer vertices to burn
+            outlines = shapely.simplify(outlines, step * math.sqrt(abs(t.a * t.e - t.b * t.d)))
         self.preview |= rasterize(
-            [s.geometry for s in landslides],
+            outlines,
             out_shape=self.preview.shape,
             transform=Affine(t.a * step, t.b * step, t.c, t.d * step, t.e * step, t.f),
             all_touched=self.preview_step > 1,  # small landslides stay visible
