@@ -7,6 +7,7 @@ keys they set. Nothing here imports Lightning or torch, so the entry point stays
 
 from __future__ import annotations
 
+import argparse
 from importlib import resources
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import yaml
 from landslide_lit.errors import ConfigError
 
 __all__ = [
+    "ArgumentParser",
     "bundled_config_dir",
     "config_file_with",
     "config_files",
@@ -22,6 +24,13 @@ __all__ = [
     "option_value",
     "resolve_bundled_configs",
 ]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are ConfigErrors: one ``error:`` line from main()."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message} (`{self.prog} --help` lists the options)")
 
 
 def bundled_config_dir() -> Path:

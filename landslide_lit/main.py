@@ -62,6 +62,10 @@ COMMANDS: dict[str, CommandEntry] = {
         "a new event's cube (and region file) from Sentinel-1 RTC GeoTIFFs or STAC",
     ),
     "cache": CommandEntry("landslide_lit.tools:cache_main", "clear the chip cache"),
+    "polygonize": CommandEntry(
+        "landslide_lit.polygonize:main",
+        "threshold an existing map into a landslide mask and polygons, without the model",
+    ),
     "reproduce": CommandEntry(
         "landslide_lit.experiments.table1:main",
         "Table 1 of Prapas et al.: four configs over seeds, with intervals (resumable)",

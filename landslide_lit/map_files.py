@@ -31,6 +31,7 @@ from landslide_lit.data.cube import NETCDF_LOCK
 from landslide_lit.data.windows import WindowDataset, WindowPlan
 from landslide_lit.metrics import BinnedAveragePrecision
 from landslide_lit.owners import owner_tag
+from landslide_lit.rasters import CogWriter, Grid, cf_crs, write_style
 
 __all__ = [
     "CHUNK",
@@ -46,6 +47,7 @@ __all__ = [
     "Quicklook",
     "RegionScore",
     "ZarrStore",
+    "map_grid",
 ]
 
 log = logging.getLogger(__name__)
@@ -363,68 +365,61 @@ class ZarrStore:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-class GeoTiffFile:
-    """``.tif``: tiled, deflate-compressed float32 GeoTIFF with the cube's CRS and transform.
+def map_grid(windows: WindowDataset, attrs: dict[str, Any]) -> Grid:
+    """The map's pixel grid: the cube's y/x coordinates and its CRS (the grid-mapping
+    variable, else the cube's ``crs`` attribute)."""
+    y, x = windows.dims
+    name = windows.grid_mapping
+    mapping = windows.grid[name].attrs if name and name in windows.grid.variables else {}
+    crs = cf_crs(mapping, attrs.get("crs"))
+    where = str(windows.path)
+    return Grid.from_coordinates(windows.grid[x].values, windows.grid[y].values, crs, where)
 
-    rioxarray reads the CRS (the grid-mapping variable, else the cube's ``crs``
-    attribute) and the affine transform from the coordinates; rasterio writes the map's
-    bands of rows into the file's one raster band.
+
+def _tags(attrs: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in attrs.items() if isinstance(v, str | int | float)}
+
+
+class GeoTiffFile:
+    """``.tif``: a float32 Cloud-Optimized GeoTIFF with the cube's CRS and transform.
+
+    Tiles of CHUNK pixels, deflate with the floating-point predictor, NaN nodata and
+    averaged overviews (:class:`~landslide_lit.rasters.CogWriter`), the map's attributes
+    as tags; and its QGIS style ``<region>_landslide_probability.qml`` beside the map.
     """
 
     def __init__(
         self, stem: Path, windows: WindowDataset, attrs: dict[str, Any], std: bool = False
     ) -> None:
-        import rasterio
-        import rioxarray  # noqa: F401 - the .rio accessor
-
         self.path = stem.with_suffix(".tif")
-        plan, (y, x) = windows.plan, windows.dims
-        empty = np.broadcast_to(np.float32(0), (plan.height, plan.width))
-        template = xr.DataArray(
-            empty, dims=(y, x), coords=windows.grid.coords, attrs=_variable_attrs(windows)
-        ).rio.set_spatial_dims(x_dim=x, y_dim=y)
-        crs = template.rio.crs or attrs.get("crs")
-        if crs is None:
+        grid = map_grid(windows, attrs)
+        if grid.crs is None:
             log.warning("%s: the cube has no CRS; the GeoTIFF has none either", self.path)
-        tiles = {}
-        if min(plan.height, plan.width) >= CHUNK:
-            tiles = {"tiled": True, "blockxsize": CHUNK, "blockysize": CHUNK}
-        self.dst = rasterio.open(
+        self.std = std  # ensemble: band 2 the members' standard deviation
+        self.cog = CogWriter(
             self.path,
-            "w",
-            driver="GTiff",
-            height=plan.height,
-            width=plan.width,
-            count=2 if std else 1,  # ensemble: band 2 the members' standard deviation
-            dtype="float32",
-            crs=crs,
-            transform=template.rio.transform(),
-            nodata=np.nan,
-            compress="deflate",
-            **tiles,
+            grid,
+            "float32",
+            np.nan,
+            count=2 if std else 1,
+            descriptions=("mean", "std") if std else (VARIABLE,),
+            tags=_tags(attrs),
         )
-        self.tags = {k: str(v) for k, v in attrs.items() if isinstance(v, str | int | float)}
-        self.std = std
-        if std:  # ensemble: which band is which
-            self.dst.set_band_description(1, "mean")
-            self.dst.set_band_description(2, "std")
+        # the name MapFiles publishes the map under: the style is named after it
+        self.published = stem.parent / f"{windows.region.name}_{VARIABLE}.tif"
 
     def write(self, band: Band) -> None:
-        from rasterio.windows import Window
-
-        rows, width = band.probability.shape
-        self.dst.write(band.probability, 1, window=Window(0, band.y0, width, rows))
-        if self.std:  # ensemble
-            self.dst.write(band.std, 2, window=Window(0, band.y0, width, rows))
+        rows = np.stack([band.probability, band.std]) if self.std else band.probability
+        self.cog.write(band.y0, rows)
 
     def close(self, attrs: dict[str, Any]) -> Path:
-        self.dst.update_tags(**self.tags, **{k: str(v) for k, v in attrs.items()})
-        self.dst.close()
-        return self.path
+        self.cog.update_tags({k: str(v) for k, v in attrs.items()})
+        path = self.cog.close()
+        write_style(self.published, "probability")
+        return path
 
     def abandon(self) -> None:
-        self.dst.close()
-        self.path.unlink(missing_ok=True)
+        self.cog.abandon()
 
 
 class Quicklook:

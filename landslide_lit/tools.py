@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from landslide_lit.argv import ArgumentParser
 from landslide_lit.data.cache import CACHE_DIR, ChipCache, user_cache_dir
 from landslide_lit.data.synthetic import write_synthetic_cube
 from landslide_lit.errors import ConfigError
@@ -13,16 +13,9 @@ from landslide_lit.regions import REGIONS, data_root
 __all__ = ["cache_main", "synth_main"]
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are ConfigErrors: one ``error:`` line from main()."""
-
-    def error(self, message: str):
-        raise ConfigError(f"{self.prog}: {message} (`{self.prog} --help` lists the options)")
-
-
 def synth_main(args: list[str]) -> None:
     """`landslide-lit synth`: write a synthetic cube in a region's real schema."""
-    parser = _ArgumentParser(
+    parser = ArgumentParser(
         prog="landslide-lit synth",
         description="Write a synthetic datacube with a region's real file name and schema "
         "under ROOT/synthetic/.",
@@ -59,7 +52,7 @@ def cache_main(args: list[str]) -> None:
     Without ``--cache-dir`` both places a run may have used are emptied: the data root's
     ``.chip_cache`` and the per-user folder a read-only data root falls back to.
     """
-    parser = _ArgumentParser(
+    parser = ArgumentParser(
         prog="landslide-lit cache",
         description=f"Manage the chip cache (<data root>/{CACHE_DIR}, else {user_cache_dir()}).",
     )

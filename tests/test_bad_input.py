@@ -23,6 +23,7 @@ from landslide_lit.main import main
 from landslide_lit.regions import get_region
 from tests.conftest import TINY_MODEL
 from tests.cubes import hand_cube
+from tests.probability_maps import probability_field, write_map
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE, CHIP = 32, 8
@@ -199,6 +200,15 @@ def existing_synthetic(w: World) -> None:
     main(
         ["synth", "--region", "talakmau", "--root", str(w.scratch / "synth"), "--size", "32", "32"]
     )
+
+
+def probability_map(w: World, crs: bool = True) -> Path:
+    """A tiny predict map (netCDF) under the scratch folder, with or without its CRS."""
+    folder = w.folder("maps_crs" if crs else "maps_no_crs")
+    stem = folder / "testland_landslide_probability"
+    if not stem.with_suffix(".nc").exists():
+        write_map(folder, probability_field(SIZE, SIZE), formats=["netcdf"], crs=crs)
+    return stem.with_suffix(".nc")
 
 
 def evaluate(w: World, command: str, *extra: str) -> list[str]:
@@ -507,6 +517,22 @@ CASES = [
         "--root",
     ),
     Case("reproduce zero seeds", lambda w: ["reproduce", "--seeds", "0"], "--seeds"),
+    # -- polygonize ------------------------------------------------------------------------
+    Case(
+        "polygonize threshold outside [0, 1]",
+        lambda w: ["polygonize", str(probability_map(w)), "--threshold", "1.5"],
+        "--threshold 1.5",
+    ),
+    Case(
+        "polygonize map without CRS",
+        lambda w: ["polygonize", str(probability_map(w, crs=False)), "--threshold", "0.5"],
+        "no CRS",
+    ),
+    Case(
+        "polygonize missing map",
+        lambda w: ["polygonize", str(w.scratch / "nowhere.nc"), "--threshold", "0.5"],
+        "nowhere.nc",
+    ),
 ]
 
 
