@@ -99,7 +99,7 @@ def test_help_and_print_config_list_the_choices(capsys):
 
 EVERY_COMMAND = {
     *("fit", "validate", "test", "predict"),
-    *("synth", "demo", "cache", "reproduce", "transfer", "polygonize"),
+    *("synth", "demo", "cache", "reproduce", "transfer", "polygonize", "cube"),
 }
 
 
