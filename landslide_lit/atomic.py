@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ def write_atomically(
             _fsync(temporary)
         os.replace(temporary, path)
     except BaseException:
-        _remove(temporary)
+        remove(temporary)
         raise
     if durable:
         _fsync(path.parent)
@@ -55,6 +56,30 @@ def write_json_atomically(path: str | os.PathLike, data: Any, **dump_options: An
     return write_text_atomically(path, text)
 
 
+def move_into_place(partial: Path, path: Path) -> Path:
+    """Rename a finished ``partial`` file or folder (a Zarr store) to ``path``; ``path``.
+
+    A folder cannot be renamed over another, so an existing ``path`` is first moved aside
+    under a hidden name, then removed: a reader sees the old one or the new one, never a mix.
+    """
+    if not path.exists():
+        partial.rename(path)
+        return path
+    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+    path.rename(old)
+    partial.rename(path)
+    remove(old)
+    return path
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a folder (not following a link to a folder); none is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _fsync(path: Path) -> None:
     """Flush ``path`` (a file, or a folder after a rename) to the disk where it can be."""
     with contextlib.suppress(OSError):  # some file systems cannot sync a folder
@@ -63,10 +88,3 @@ def _fsync(path: Path) -> None:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)

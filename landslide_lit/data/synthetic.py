@@ -50,7 +50,6 @@ import functools
 import itertools
 import math
 import os
-import shutil
 import uuid
 import zlib
 from dataclasses import dataclass, fields, replace
@@ -61,6 +60,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from landslide_lit.atomic import move_into_place, remove
 from landslide_lit.data.terrain import gradients, slope, terrain_features
 from landslide_lit.errors import ConfigError
 from landslide_lit.regions import REGIONS, CubeNames, Region, get_region
@@ -493,9 +493,9 @@ def write_synthetic_cube(
             )
         else:
             ds.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(ds, netcdf=True))
-        _move_into_place(tmp, path)
+        move_into_place(tmp, path)
     finally:
-        _remove(tmp)
+        remove(tmp)
     return path
 
 
@@ -508,24 +508,6 @@ def _encoding(ds: xr.Dataset, netcdf: bool = False) -> dict[str, dict]:
             {"zlib": True, "complevel": 1, "chunksizes": chunks} if netcdf else {"chunks": chunks}
         )
     return encoding
-
-
-def _move_into_place(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` to ``path``; an existing ``path`` is moved aside first, then removed."""
-    if not path.exists():
-        tmp.rename(path)
-        return
-    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-    path.rename(old)
-    tmp.rename(path)
-    _remove(old)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
 
 
 def _preset_for(region: str | Region) -> tuple[Region, SyntheticPreset]:

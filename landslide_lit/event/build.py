@@ -23,7 +23,6 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +32,7 @@ import pandas as pd
 import xarray as xr
 import yaml
 
-from landslide_lit.atomic import write_text_atomically
+from landslide_lit.atomic import move_into_place, remove, write_text_atomically
 from landslide_lit.data.terrain import TERRAIN_VARIABLES, terrain_features
 from landslide_lit.errors import OutputError
 from landslide_lit.event.grid import Grid
@@ -235,9 +234,9 @@ def build_cube(
         if inventory is not None:
             _write_inventory(inventory, grid, arrays)
         arrays.finish({"nonpositive_power_set_to_nan": nonpositive})
-        _move_into_place(partial, out)
+        move_into_place(partial, out)
     finally:
-        _remove(partial)
+        remove(partial)
     _write_region(region_file, region)  # after the cube: a region file means a whole cube
     log.info("wrote %s (%d acquisitions, orbit %s) and %s", out, len(chosen), orbit, region_file)
     return out
@@ -486,21 +485,3 @@ def _progress(items: Sequence[Scene], show: bool, label: str) -> Sequence[Scene]
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=label, unit="acquisition")
-
-
-def _move_into_place(partial: Path, path: Path) -> None:
-    """Rename ``partial`` to ``path``; an existing ``path`` is moved aside, then removed."""
-    if not path.exists():
-        partial.rename(path)
-        return
-    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-    path.rename(old)
-    partial.rename(path)
-    _remove(old)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
