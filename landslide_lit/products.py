@@ -63,8 +63,9 @@ ATTRIBUTES = ("checkpoint", "before_acquisitions", "after_acquisitions")
 
 
 def run_attributes(attrs: dict[str, Any]) -> dict[str, str]:
-    """The polygons' run attributes (:data:`ATTRIBUTES`) among a map's ``attrs``."""
-    return {key: str(attrs[key]) for key in ATTRIBUTES if key in attrs}
+    """The polygons' run attributes (:data:`ATTRIBUTES`) among a map's ``attrs``; empty ones
+    are left out, as GeoTIFF tags leave them out (no checkpoint: no ``checkpoint``)."""
+    return {key: str(attrs[key]) for key in ATTRIBUTES if attrs.get(key) not in (None, "")}
 
 
 @dataclass(frozen=True)
