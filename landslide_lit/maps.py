@@ -119,7 +119,7 @@ class ProbabilityMapWriter(BasePredictionWriter):
         output_dir: str | None = None,
         formats: list[Format] | None = None,
         quicklook: bool = True,
-        threshold: str = DEFAULT_THRESHOLD,
+        threshold: str | float = DEFAULT_THRESHOLD,
         min_area_m2: float = 0.0,
         simplify: float = 0.0,
         geojson: bool = False,
@@ -262,14 +262,14 @@ class ProbabilityMapWriter(BasePredictionWriter):
         return self._spills[dataloader_idx]
 
     def _files(self, trainer: L.Trainer, idx: int) -> MapFiles:
-        windows = _windows(trainer, idx)
-        attrs = _provenance(trainer, windows, self._chosen if self._grids.get(idx) else None)
+        windows, grid = _windows(trainer, idx), self._grids.get(idx)
+        chosen = self._chosen if grid is not None else None  # None: no mask or polygons
+        attrs = _provenance(trainer, windows, chosen)
         products = None
-        grid = self._grids.get(idx)
-        if grid is not None and self._chosen is not None:
+        if grid is not None and chosen is not None:
             paths = ProductPaths.for_region(self._folder, windows.region.name)
             attributes = run_attributes(attrs)
-            products = ResponderProducts(paths, grid, self._chosen, attributes, self.options)
+            products = ResponderProducts(paths, grid, chosen, attributes, self.options)
         return MapFiles(
             self._folder,
             windows,

@@ -23,7 +23,7 @@ pytest.importorskip("geopandas")
 import pyogrio
 import rasterio
 
-from landslide_lit import maps
+from landslide_lit import map_files, maps
 from landslide_lit.data import datamodule as datamodule_module
 from landslide_lit.data.datamodule import LandslideDataModule
 from landslide_lit.data.synthetic import write_synthetic_cube
@@ -37,6 +37,7 @@ from landslide_lit.products import ProductPaths, ResponderProducts
 from landslide_lit.rasters import Grid
 from landslide_lit.thresholds import CONVENTION, ChosenThreshold
 from tests.cogs import cog_problems
+from tests.probability_maps import fake_windows
 from tests.test_bad_input import QUIET, fit_args, good_cube, write_root
 
 TINY = {
@@ -416,3 +417,48 @@ def test_bad_thresholds_are_one_error_and_nothing_is_predicted(
     assert stop.value.code != 0 and err.count("error:") == 1 and message in err, err[-2000:]
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no map, no run folder: found before any work
+
+
+def colour_pixels(png: Path, colour: str) -> int:
+    """How many pixels of the image are ``colour``."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.image import imread
+
+    image = imread(png)[..., :3]
+    return int((np.abs(image - np.array(to_rgb(colour))).max(-1) < 0.02).sum())
+
+
+def test_the_quicklook_outlines_predicted_and_mapped_landslides(cube_root, tmp_path):
+    stem = predict(model(0), cube_root, tmp_path / "t", threshold="0.6", formats=["netcdf"])
+    plain = predict(model(0), cube_root, tmp_path / "n", threshold="none", formats=["netcdf"])
+    for png, predicted in ((stem.with_suffix(".png"), True), (plain.with_suffix(".png"), False)):
+        assert (colour_pixels(png, map_files.PREDICTED_COLOUR) > 100) is predicted
+        assert colour_pixels(png, map_files.MAPPED_COLOUR) > 100  # the synthetic labels
+
+
+@pytest.mark.parametrize(
+    ("coords", "crs", "labels"),
+    [
+        ({}, "EPSG:32654", ("easting (m, WGS 84 / UTM zone 54N)", "northing (m)")),
+        (
+            {"standard_name": "longitude", "units": "degrees_east"},
+            "EPSG:4326",
+            ("longitude (°, WGS 84)", "latitude (°)"),
+        ),
+    ],
+)
+def test_the_quicklook_axes_are_in_map_units(coords, crs, labels):
+    windows = fake_windows(40, 50)
+    windows.grid["x"].attrs.update(coords)
+    windows.grid["spatial_ref"].attrs["crs_wkt"] = crs
+    look = map_files.Quicklook(windows, {})
+    assert look.axes.labels(look.step) == labels
+    x, y = windows.grid["x"].values, windows.grid["y"].values
+    assert look.axes.extent == (x[0] - 5, x[-1] + 5, y[-1] - 5, y[0] + 5)  # pixel edges
+
+
+def test_without_coordinates_the_quicklook_axes_are_pixels():
+    windows = fake_windows(40, 50)
+    windows.grid = windows.grid.drop_vars(["x", "y"])
+    look = map_files.Quicklook(windows, {})
+    assert look.axes.extent is None and look.axes.labels(1) == ("x (pixels / 1)", "y (pixels / 1)")
