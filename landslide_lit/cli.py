@@ -13,7 +13,8 @@ LightningCLI parses anything:
 ``--ckpt_path`` model (without ``--ckpt_path`` the first member is it): the first member's
 settings are restored, the others must share its channels, network and normalisation,
 and the map holds the members' mean probability and standard deviation (see
-:mod:`landslide_lit.ensemble`). The map writer's options are ``--maps.*``.
+:mod:`landslide_lit.ensemble`). The map writer's options are ``--maps.*``; predict checks
+``--maps.threshold`` against the checkpoint's validation thresholds before any work.
 
 Errors come out as :class:`LandslideLitError`; ``landslide_lit.main`` says them.
 """
@@ -158,6 +159,15 @@ class LandslideCLI(LightningCLI):
                     "`landslide-lit predict --ensemble ...`"
                 )
             self.members = check_ensemble(config.ckpt_path, self.checkpoint, config.ensemble)
+        if subcommand == "predict":
+            self._check_threshold(config)
+
+    def _check_threshold(self, config) -> None:
+        """The --maps options and the threshold they ask of the checkpoint, checked before
+        any work (the map writer resolves it again, from the model, at predict start)."""
+        writer = ProbabilityMapWriter(**config.maps.as_dict())
+        stored = (self.checkpoint or {}).get("thresholds")
+        writer.choose_threshold(stored, str(config.ckpt_path or ""))
 
     def _check_checkpoint_fits(self, config, parser, resuming: bool) -> None:
         """A checkpoint for other channels or another network: one error, not a state dump.
@@ -268,7 +278,7 @@ def _one_map_writer(config) -> None:
             raise ConfigError(
                 f"trainer.callbacks lists {MAP_WRITER} with {settings}, and its settings are "
                 f"now options of their own: `maps:` in a config, --maps.output_dir, "
-                f"--maps.formats, --maps.quicklook (they give {maps}). Move its init_args to "
+                f"--maps.formats, --maps.threshold... (they give {maps}). Move its init_args to "
                 "a top-level `maps:` section and remove it from trainer.callbacks"
             )
         log.info(

@@ -1,11 +1,12 @@
 """The files of one region's probability map, written band by band of rows.
 
 :class:`MapFiles` hands each final :class:`Band` to one writer per format (netCDF, zarr,
-GeoTIFF) and to the reducers of the quicklook and the region score; on close it names
-the finished files, draws the quicklook and writes the JSON summary. The writers fill
+GeoTIFF), to the responder products (mask and polygons, when given) and to the reducers of
+the quicklook and the region score; on close it completes every file, draws the
+quicklook, renames the files into place and writes the JSON summary last. The writers fill
 hidden partial files that carry the writing process's owner tag
-(``.<region>_landslide_probability.pid<PID>-<HOST>.<suffix>``) and are renamed
-into place when complete; :mod:`landslide_lit.maps` sweeps those a killed process left.
+(``.<region>_landslide_probability.pid<PID>-<HOST>.<suffix>``), renamed only once all
+of them are complete; :mod:`landslide_lit.maps` sweeps those a killed process left.
 
 The map of an ensemble is the members' mean probability, with their standard deviation
 as a second variable (``landslide_probability_std``) or GeoTIFF band (``std``).
@@ -17,9 +18,11 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import lightning as L
 import numpy as np
@@ -44,6 +47,7 @@ __all__ = [
     "GeoTiffFile",
     "MapFiles",
     "NetCDFFile",
+    "Products",
     "Quicklook",
     "RegionScore",
     "ZarrStore",
@@ -106,12 +110,32 @@ class Band:
         )
 
 
+class Products(Protocol):
+    """What :class:`MapFiles` asks of the responder products
+    (:class:`~landslide_lit.products.ResponderProducts`): fed every band, completed under
+    hidden names, then published with the map; a preview of the kept landslides on the
+    quicklook's grid."""
+
+    preview: np.ndarray
+    preview_step: int
+
+    def add(self, band: Band) -> None: ...
+
+    def finish(self) -> dict[str, Any]: ...
+
+    def publish(self) -> list[Path]: ...
+
+    def abandon(self) -> None: ...
+
+
 class MapFiles:
     """The files of one region's map, written band by band.
 
     They are written under hidden temporary names and renamed to
-    ``<region>_landslide_probability.*`` by :meth:`close`, so an interrupted predict
-    leaves nothing that looks like a finished map.
+    ``<region>_landslide_probability.*`` (and the ``products``' names) by :meth:`close`
+    once all are complete, so an interrupted predict leaves nothing that looks like a
+    finished map. ``products``: the landslide mask and polygons, fed the same bands (the
+    ensemble's mean), their summary merged into the JSON.
     """
 
     def __init__(
@@ -122,25 +146,34 @@ class MapFiles:
         formats: list[Format],
         quicklook: bool,
         members: int = 1,
+        products: Products | None = None,
     ) -> None:
         self.region, self.attrs, self.members = windows.region.name, attrs, members
         self.stem = folder / f"{self.region}_landslide_probability"
         self.partial = folder / f".{self.region}_landslide_probability.{owner_tag()}.partial"
         sinks = {"netcdf": NetCDFFile, "zarr": ZarrStore, "geotiff": GeoTiffFile}
         std = members > 1  # an ensemble's maps hold the members' standard deviation too
-        self.sinks: list[Any] = [sinks[f](self.partial, windows, attrs, std) for f in formats]
-        self.look = Quicklook(windows.plan) if quicklook else None
+        self.products = products
+        self.sinks: list[Any] = []
+        try:
+            for name in formats:
+                self.sinks.append(sinks[name](self.partial, windows, attrs, std))
+        except BaseException:
+            self.abandon()
+            raise
+        self.look = Quicklook(windows, attrs) if quicklook else None
         self.score = RegionScore() if windows.has_labels else None
         log.info("%s: writing the landslide probability map to %s.*", self.region, self.stem)
 
     def add(self, band: Band) -> None:
         for sink in self.sinks:
             sink.write(band)
-        for reducer in filter(None, (self.look, self.score)):
+        for reducer in filter(None, (self.products, self.look, self.score)):
             reducer.add(band)
 
     def close(self, trainer: L.Trainer) -> None:
-        """Finish the files, the quicklook and the JSON summary; log the region's AUPRC."""
+        """Complete the files, draw the quicklook, publish them all, write the JSON summary
+        last; log the region's AUPRC."""
         region = self.region
         metrics = self.score.metrics() if self.score is not None else {}
         if metrics:
@@ -157,11 +190,27 @@ class MapFiles:
                 )
                 logger.save()
         extra = {f"region_{k}": v for k, v in metrics.items()}
-        files = [self._publish(sink.close(extra)) for sink in self.sinks]
+        finished = [sink.close(extra) for sink in self.sinks]
+        landslides = self.products.finish() if self.products is not None else {}
+        files = []
         if self.look is not None:
             png = self.stem.with_suffix(".png")
-            files.append(self.look.save(png, region, metrics.get("auprc"), self.members))
-        summary = {"region": region, **metrics, "files": [p.name for p in files], **self.attrs}
+            preview = None if self.products is None else self.products.preview
+            auprc = metrics.get("auprc")
+            files.append(self.look.save(png, region, auprc, self.members, preview, landslides))
+        for sink, path in zip(self.sinks, finished, strict=True):
+            files.append(self._publish(path))
+            if isinstance(sink, GeoTiffFile):  # its QGIS style, named after the map
+                files.append(write_style(files[-1], "probability"))
+        if self.products is not None:
+            files.extend(self.products.publish())
+        summary = {
+            "region": region,
+            **metrics,
+            **self.attrs,
+            **{k: v for k, v in landslides.items() if k != "files"},
+            "files": [p.name for p in files] + [self.stem.with_suffix(".json").name],
+        }
         json_path = write_json_atomically(self.stem.with_suffix(".json"), summary, default=str)
         for path in [*files, json_path]:
             log.info("%s: wrote %s", region, path)
@@ -181,8 +230,9 @@ class MapFiles:
 
     def abandon(self) -> None:
         """Remove the unfinished files."""
-        for sink in self.sinks:
-            sink.abandon()
+        for part in [*self.sinks, self.products]:
+            if part is not None:
+                part.abandon()
 
 
 def _variable_attrs(windows: WindowDataset, std: bool = False) -> dict[str, Any]:
@@ -377,7 +427,8 @@ def map_grid(windows: WindowDataset, attrs: dict[str, Any]) -> Grid:
 
 
 def _tags(attrs: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in attrs.items() if isinstance(v, str | int | float)}
+    """GeoTIFF tags: the netCDF attributes' values as text (JSON for mappings)."""
+    return {k: str(v) for k, v in _netcdf_attrs(attrs).items()}
 
 
 class GeoTiffFile:
@@ -385,7 +436,8 @@ class GeoTiffFile:
 
     Tiles of CHUNK pixels, deflate with the floating-point predictor, NaN nodata and
     averaged overviews (:class:`~landslide_lit.rasters.CogWriter`), the map's attributes
-    as tags; and its QGIS style ``<region>_landslide_probability.qml`` beside the map.
+    as tags; :class:`MapFiles` writes its QGIS style ``<region>_landslide_probability.qml``
+    beside the published map.
     """
 
     def __init__(
@@ -405,31 +457,30 @@ class GeoTiffFile:
             descriptions=("mean", "std") if std else (VARIABLE,),
             tags=_tags(attrs),
         )
-        # the name MapFiles publishes the map under: the style is named after it
-        self.published = stem.parent / f"{windows.region.name}_{VARIABLE}.tif"
 
     def write(self, band: Band) -> None:
         rows = np.stack([band.probability, band.std]) if self.std else band.probability
         self.cog.write(band.y0, rows)
 
     def close(self, attrs: dict[str, Any]) -> Path:
-        self.cog.update_tags({k: str(v) for k, v in attrs.items()})
-        path = self.cog.close()
-        write_style(self.published, "probability")
-        return path
+        self.cog.update_tags(_tags(attrs))
+        return self.cog.close()
 
     def abandon(self) -> None:
         self.cog.abandon()
 
 
 class Quicklook:
-    """Every ``step``-th row and column of the map (and labels), for a PNG of bounded size."""
+    """Every ``step``-th row and column of the map (and labels), for a PNG of bounded size,
+    drawn in map coordinates (the cube's x/y) when the cube has 1-D ones."""
 
-    def __init__(self, plan: WindowPlan) -> None:
+    def __init__(self, windows: WindowDataset, attrs: dict[str, Any]) -> None:
+        plan = windows.plan
         self.step = max(1, math.ceil(max(plan.height, plan.width) / QUICKLOOK_PIXELS))
         shape = (math.ceil(plan.height / self.step), math.ceil(plan.width / self.step))
         self.probability = np.full(shape, np.nan, np.float32)
         self.target = np.zeros(shape, bool)
+        self.axes = _MapAxes.of(windows, attrs)
 
     def add(self, band: Band) -> None:
         rows = np.arange((-band.y0) % self.step, len(band.probability), self.step)
@@ -437,34 +488,173 @@ class Quicklook:
         self.probability[out] = band.probability[rows, :: self.step]
         self.target[out] = band.target[rows, :: self.step]
 
-    def save(self, path: Path, region: str, auprc: float | None, members: int = 1) -> Path:
-        """The PNG; ``members``: an ensemble's, whose mean probability it shows."""
+    def save(
+        self,
+        path: Path,
+        region: str,
+        auprc: float | None,
+        members: int = 1,
+        predicted: np.ndarray | None = None,
+        landslides: dict[str, Any] | None = None,
+    ) -> Path:
+        """The PNG; ``members``: an ensemble's, whose mean probability it shows;
+        ``predicted``: the predicted landslides on the quicklook's grid (the products'
+        preview), outlined, and ``landslides`` their summary."""
         from matplotlib.figure import Figure
-        from scipy.ndimage import binary_erosion
+        from matplotlib.patches import Patch
 
         height, width = self.probability.shape
         inches = 8 / max(height, width)  # the longer side 8 in, however elongated the region
-        figure = Figure(figsize=(max(width * inches, 4), height * inches + 0.6))
+        figure = Figure(figsize=(max(width * inches, 4), height * inches + 1.2))
         axes = figure.add_subplot()
-        image = axes.imshow(self.probability, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+        extent = self.axes.extent
+        image = axes.imshow(
+            self.probability, cmap="magma", vmin=0, vmax=1, interpolation="nearest", extent=extent
+        )
         figure.colorbar(image, ax=axes, label="landslide probability", shrink=0.8)
         title = f"{region}: landslide probability"
         if members > 1:
             title += f", mean of {members} models"
-        if self.target.any():  # outlines: landslide pixels with a neighbour outside
-            outline = self.target & ~binary_erosion(self.target, border_value=1)
-            overlay = np.zeros((height, width, 4), np.float32)
-            overlay[outline] = (0.0, 1.0, 1.0, 1.0)
-            axes.imshow(overlay, interpolation="nearest")
-            title += " (cyan: mapped landslides)"
+        legend = []
+        if predicted is not None and landslides is not None:
+            if predicted.shape != self.probability.shape:
+                raise ValueError(
+                    f"the predicted landslides' preview {predicted.shape} is not on the "
+                    f"quicklook's grid {self.probability.shape}"
+                )
+            classes = " · ".join(
+                f"{c['p_mean']}: {c['landslides']}" for c in landslides["by_p_mean"]
+            )
+            label = (
+                f"predicted landslides (p ≥ {landslides['threshold']:.3g}, "
+                f"{landslides['threshold_rule']}): {landslides['landslides']}, "
+                f"{landslides['area_m2'] / 1e4:.2f} ha\nby mean probability {classes}"
+            )
+            legend.append(Patch(facecolor="none", edgecolor=PREDICTED_COLOUR, label=label))
+            _outline(axes, predicted, PREDICTED_COLOUR, extent)
+        if self.target.any():
+            legend.append(
+                Patch(facecolor="none", edgecolor=MAPPED_COLOUR, label="mapped landslides (labels)")
+            )
+            _outline(axes, self.target, MAPPED_COLOUR, extent)
+        left, right, bottom, top = image.get_extent()  # the map's, whatever the outlines
+        axes.set_xlim(left, right)
+        axes.set_ylim(bottom, top)
         if auprc is not None:
             title += f"\nregion AUPRC {auprc:.3f}"
         axes.set_title(title)
-        axes.set_xlabel(f"x (pixels / {self.step})")
-        axes.set_ylabel(f"y (pixels / {self.step})")
+        if legend:
+            axes.legend(
+                handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize="small"
+            )
+        xlabel, ylabel = self.axes.labels(self.step)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
         return write_atomically(
             path, lambda temporary: figure.savefig(temporary, dpi=100, bbox_inches="tight")
         )
+
+
+PREDICTED_COLOUR = "#39ff14"
+"""Outlines of the predicted landslides on the quicklook (green)."""
+MAPPED_COLOUR = "#00e5ff"
+"""Outlines of the mapped landslides (the cube's labels) on the quicklook (cyan)."""
+
+
+def _outline(axes: Any, mask: np.ndarray, colour: str, extent: Any) -> None:
+    """Outline the cells set in ``mask`` in ``colour``: vector lines along the cells' edges,
+    visible however much the figure shrinks the image (one-cell landslides too)."""
+    if not mask.any():
+        return
+    # a zero border closes outlines at the map's edge; levels at 0.5 run between cells
+    padded = np.pad(mask.astype(np.float32), 1)
+    height, width = mask.shape
+    if extent is None:
+        extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+    left, right, bottom, top = extent
+    dx, dy = (right - left) / width, (top - bottom) / height
+    padded_extent = (left - dx, right + dx, bottom - dy, top + dy)
+    axes.contour(
+        padded,
+        levels=[0.5],
+        colors=[colour],
+        linewidths=1.0,
+        origin="upper",
+        extent=padded_extent,
+    )
+
+
+@dataclass(frozen=True)
+class _MapAxes:
+    """The quicklook's axes: the map's ``extent`` in its x/y coordinates (None: pixel
+    axes), whether they are longitude/latitude, their unit and the CRS's name."""
+
+    extent: tuple[float, float, float, float] | None = None
+    geographic: bool = False
+    unit: str = "m"
+    crs_name: str = ""
+
+    @classmethod
+    def of(cls, windows: WindowDataset, attrs: dict[str, Any]) -> _MapAxes:
+        """From the cube's 1-D x/y coordinates (pixel centres), their CF attributes and the
+        CRS; pixel axes without such coordinates."""
+        y, x = windows.dims
+        grid = windows.grid
+        if not all(n in grid.coords and grid[n].ndim == 1 and grid[n].size > 1 for n in (x, y)):
+            return cls()
+        xs, ys = (np.asarray(grid[n].values, np.float64) for n in (x, y))
+        dx, dy = ((v[-1] - v[0]) / (len(v) - 1) for v in (xs, ys))
+        # the outer edges of the first and last pixels; imshow puts row 0 at the extent's top
+        extent = (xs[0] - dx / 2, xs[-1] + dx / 2, ys[-1] + dy / 2, ys[0] - dy / 2)
+        x_attrs = grid[x].attrs
+        units = str(x_attrs.get("units", ""))
+        crs_text = _crs_text(windows, attrs)
+        crs = _pyproj_crs(crs_text)
+        if x_attrs.get("standard_name") == "longitude" or units.startswith("degree"):
+            geographic = True
+        elif crs is not None:
+            geographic = bool(crs.is_geographic)
+        else:  # without pyproj: what the WKT says
+            geographic = crs_text.lstrip().upper().startswith(("GEOGCS", "GEOGCRS"))
+        if crs is not None:
+            name = str(crs.name)
+        else:
+            found = re.match(r'\s*\w+\["([^"]+)"', crs_text)
+            name = found.group(1) if found else crs_text[:60]
+        unit = {"metre": "m", "meter": "m", "metres": "m", "meters": "m"}.get(units, units or "m")
+        return cls(extent, geographic, unit, name)
+
+    def labels(self, step: int) -> tuple[str, str]:
+        """The x and y axis labels."""
+        if self.extent is None:
+            return f"x (pixels / {step})", f"y (pixels / {step})"
+        crs = f", {self.crs_name}" if self.crs_name else ""
+        if self.geographic:
+            return f"longitude (°{crs})", "latitude (°)"
+        return f"easting ({self.unit}{crs})", f"northing ({self.unit})"
+
+
+def _crs_text(windows: WindowDataset, attrs: dict[str, Any]) -> str:
+    """The cube's CRS as text (WKT, ``EPSG:n``...), '' when it has none."""
+    name = windows.grid_mapping
+    mapping = windows.grid[name].attrs if name and name in windows.grid.variables else {}
+    return str(mapping.get("crs_wkt") or mapping.get("spatial_ref") or attrs.get("crs") or "")
+
+
+def _pyproj_crs(text: str) -> Any:
+    """pyproj's CRS of ``text``; None without pyproj (the responder extra brings it) or
+    when it cannot read it (the quicklook then names the axes from the coordinates)."""
+    if not text:
+        return None
+    try:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+    except ImportError:
+        return None
+    try:
+        return CRS.from_user_input(text)
+    except CRSError:
+        return None
 
 
 class RegionScore:

@@ -13,11 +13,17 @@ left behind are removed by the next predict into the folder on that host. The fi
 
 - ``<region>_landslide_probability.nc``: float32, compressed, on the cube's own y/x
   coordinates with its CRS (grid-mapping variable and attributes), NaN where the SAR
-  channels have no data, provenance attributes; ``.zarr`` and a GeoTIFF ``.tif`` on request
-  (GeoTIFF by default when rioxarray is installed);
-- ``<region>_landslide_probability.png``: a downsampled quicklook;
-- ``<region>_landslide_probability.json``: files, provenance and, when the cube has
-  labels, the region's AUPRC over its valid pixels and the no-skill fraction.
+  channels have no data, provenance attributes (with the checkpoint's validation
+  thresholds and the one applied); ``.zarr`` and a Cloud-Optimized GeoTIFF ``.tif`` (and
+  its QGIS style ``.qml``) on request (GeoTIFF by default when rasterio is installed);
+- at a threshold (``threshold``, by default the checkpoint's max-F1 one, resolved once at
+  predict start): the landslide mask and polygons of
+  :class:`~landslide_lit.products.ResponderProducts`, built from the same bands;
+- ``<region>_landslide_probability.png``: a downsampled quicklook in map coordinates,
+  the predicted landslides and the mapped ones outlined;
+- ``<region>_landslide_probability.json``: files, provenance, the landslides' summary
+  and, when the cube has labels, the region's AUPRC over its valid pixels and the
+  no-skill fraction.
 
 An ensemble (:class:`~landslide_lit.ensemble.EnsembleSegmenter`, K members) predicts K
 probabilities per window. Each member's weighted sums are kept apart (K sums per pixel
@@ -31,6 +37,8 @@ Memory holds a few bands of rows (K sums a pixel), whatever the region's height.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import math
 import queue
 import threading
 from collections.abc import Iterator
@@ -48,21 +56,41 @@ from landslide_lit.data.store import read_raw_rows, remove_stale_composites
 from landslide_lit.data.windows import WindowDataset, WindowPlan
 from landslide_lit.ensemble import EnsembleSegmenter, ensemble_size
 from landslide_lit.errors import ConfigError
-from landslide_lit.map_files import CHUNK, Band, Format, MapFiles
+from landslide_lit.map_files import CHUNK, Band, Format, MapFiles, map_grid
 from landslide_lit.owners import owner_tag, remove_stale
+from landslide_lit.products import ProductOptions, ProductPaths, ResponderProducts, run_attributes
+from landslide_lit.rasters import RESPONDER_EXTRA, Grid
+from landslide_lit.thresholds import MAX_F1, ChosenThreshold, resolve_threshold
 from landslide_lit.version import __version__
 
-__all__ = ["MERGE_PIXELS", "PARTIAL_GLOB", "ProbabilityMapWriter", "default_formats"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "MERGE_PIXELS",
+    "PARTIAL_GLOB",
+    "RESPONDER_MODULES",
+    "ProbabilityMapWriter",
+    "default_formats",
+]
+
+log = logging.getLogger(__name__)
 
 MERGE_PIXELS = 1 << 22
 """Pixels per band when the spill files are merged and written (16 MiB of float32)."""
 PARTIAL_GLOB = ".*.pid*-*.*"
 """Hidden spill and partial map files of a process (its owner tag in the name)."""
+DEFAULT_THRESHOLD = MAX_F1
+"""``--maps.threshold`` unless given: the checkpoint's max-F1 threshold."""
+RESPONDER_MODULES = ("rasterio", "shapely", "pyogrio", "geopandas")
+"""What the landslide mask and polygons need (the ``responder`` extra)."""
 
 
 def default_formats() -> list[Format]:
-    """netCDF, and GeoTIFF when rioxarray is installed."""
-    return ["netcdf", "geotiff"] if find_spec("rioxarray") else ["netcdf"]
+    """netCDF, and the GeoTIFF when rasterio is installed."""
+    return ["netcdf", "geotiff"] if find_spec("rasterio") else ["netcdf"]
+
+
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    return [name for name in modules if find_spec(name) is None]
 
 
 class ProbabilityMapWriter(BasePredictionWriter):
@@ -71,9 +99,19 @@ class ProbabilityMapWriter(BasePredictionWriter):
     Args:
         output_dir: folder of the outputs (default: ``predictions/`` in the run's log
             folder).
-        formats: any of ``netcdf``, ``zarr``, ``geotiff`` (default: netCDF, plus GeoTIFF
-            when rioxarray is installed: ``pip install landslide-lit[geotiff]``).
+        formats: any of ``netcdf``, ``zarr``, ``geotiff`` (default: netCDF, plus the
+            GeoTIFF when rasterio is installed: ``pip install 'landslide-lit[responder]'``).
         quicklook: also draw ``<region>_landslide_probability.png``.
+        threshold: the landslide mask and polygons mark pixels with probability >= it:
+            ``max_f1`` (default) or ``precision@P`` (P 0.5, 0.7 or 0.9), chosen on
+            validation and stored in the checkpoint; a probability in [0, 1]; or
+            ``none``: the probability map alone. Without the ``responder`` extra the
+            default writes the probability map alone, with a warning.
+        min_area_m2: landslides smaller than this are left out of the polygons (not of
+            the mask).
+        simplify: tolerance of the outlines' topology-preserving simplification, in map
+            units (0: exact pixel outlines; areas stay those of the pixels).
+        geojson: also write ``<region>_landslides.geojson`` (EPSG:4326).
     """
 
     def __init__(
@@ -81,6 +119,10 @@ class ProbabilityMapWriter(BasePredictionWriter):
         output_dir: str | None = None,
         formats: list[Format] | None = None,
         quicklook: bool = True,
+        threshold: str | float = DEFAULT_THRESHOLD,
+        min_area_m2: float = 0.0,
+        simplify: float = 0.0,
+        geojson: bool = False,
     ) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
@@ -89,16 +131,54 @@ class ProbabilityMapWriter(BasePredictionWriter):
             raise ConfigError(
                 "ProbabilityMapWriter formats is empty: give netcdf, zarr and/or geotiff"
             )
-        if "geotiff" in self.formats and not find_spec("rioxarray"):
+        if "geotiff" in self.formats and _missing(("rasterio",)):
             raise ConfigError(
-                "formats includes geotiff, which needs rioxarray: "
-                "pip install 'landslide-lit[geotiff]' (or drop geotiff)"
+                "--maps.formats includes geotiff, which needs rasterio (not installed): "
+                f"{RESPONDER_EXTRA} (or drop geotiff)"
             )
         self.quicklook = quicklook
+        self.threshold = str(threshold).strip()
+        self.options = _product_options(self.threshold, min_area_m2, simplify, geojson)
+        self._check_extra()
         self._spills: dict[int, _Spill] = {}
         self._followers: dict[int, _Follower] = {}
         self._folder = Path(".")
         self._members = 1
+        self._chosen: ChosenThreshold | None = None
+        self._grids: dict[int, Grid | None] = {}  # per region: None without products
+
+    @property
+    def wants_products(self) -> bool:
+        """Whether the mask and polygons are asked for (by a threshold other than none)."""
+        return self.threshold.lower() != "none"
+
+    def choose_threshold(
+        self, stored: dict[str, Any] | None, checkpoint: str = ""
+    ) -> ChosenThreshold | None:
+        """The threshold of the mask and polygons (None: the probability map alone).
+
+        ``stored``: the checkpoint's validation thresholds. An error for a bad
+        ``threshold`` or a rule the checkpoint lacks; None without the responder extra
+        (only the default can come here without it).
+        """
+        if not self.wants_products or _missing(RESPONDER_MODULES):
+            return None
+        return resolve_threshold(self.threshold, stored, checkpoint=checkpoint)
+
+    def _by_default(self) -> bool:
+        """Whether the mask and polygons come by default, not asked for by an option."""
+        return self.threshold == DEFAULT_THRESHOLD and self.options == ProductOptions()
+
+    def _check_extra(self) -> None:
+        """Products asked for explicitly without the responder extra: one error, now."""
+        missing = _missing(RESPONDER_MODULES)
+        if missing and self.wants_products and not self._by_default():
+            raise ConfigError(
+                f"--maps.threshold {self.threshold} (with --maps.min_area_m2, --maps.simplify, "
+                "--maps.geojson) asks for the landslide mask and polygons, which need "
+                f"{', '.join(missing)} (not installed): {RESPONDER_EXTRA}; or "
+                "--maps.threshold none for the probability map alone"
+            )
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The maps are the output: kept, every window's probabilities would fill the memory.
@@ -111,6 +191,64 @@ class ProbabilityMapWriter(BasePredictionWriter):
             remove_stale_composites()
         self._spills, self._followers = {}, {}
         self._members = ensemble_size(pl_module)
+        checkpoint = str(trainer.ckpt_path or "")
+        self._chosen = self.choose_threshold(getattr(pl_module, "thresholds", None), checkpoint)
+        self._grids = {idx: self._grid(trainer, idx) for idx in range(_loader_count(trainer))}
+        if trainer.is_global_zero:
+            self._say_threshold()
+
+    def _say_threshold(self) -> None:
+        """Log the threshold of the mask and polygons and where it came from."""
+        chosen = self._chosen
+        if chosen is not None:
+            log.info(
+                "landslide mask and polygons at threshold %.4g (%s): %s",
+                chosen.value,
+                chosen.rule,
+                chosen.source,
+            )
+        elif not self.wants_products:
+            log.info("--maps.threshold none: the probability map alone, no mask or polygons")
+        else:
+            log.warning(
+                "no landslide mask or polygons: they need %s (not installed): %s. "
+                "Writing the probability map alone",
+                ", ".join(_missing(RESPONDER_MODULES)),
+                RESPONDER_EXTRA,
+            )
+
+    def _grid(self, trainer: L.Trainer, idx: int) -> Grid | None:
+        """The pixel grid of loader ``idx``'s map when it gets a mask and polygons.
+
+        A cube without a CRS or an even grid cannot have them: an error where they were
+        asked for explicitly, else a warning and the probability map alone.
+        """
+        if self._chosen is None:
+            return None
+        windows = _windows(trainer, idx)
+        problem = None
+        try:
+            grid = map_grid(windows, windows.attrs)
+        except ConfigError as error:
+            problem = str(error)
+        else:
+            if grid.crs is None:
+                problem = f"{windows.path} has no CRS, so its landslides have no place or area"
+        if problem is None:
+            return grid
+        if not self._by_default():
+            raise ConfigError(
+                f"--maps.threshold {self.threshold}: no landslide mask or polygons for "
+                f"{windows.region.name}: {problem}. Add a CRS to the cube, or "
+                "--maps.threshold none for the probability map alone"
+            )
+        if trainer.is_global_zero:
+            log.warning(
+                "%s: no landslide mask or polygons: %s; writing the probability map alone",
+                windows.region.name,
+                problem,
+            )
+        return None
 
     def _spill(self, trainer: L.Trainer, dataloader_idx: int) -> _Spill:
         if dataloader_idx not in self._spills:
@@ -119,13 +257,28 @@ class ProbabilityMapWriter(BasePredictionWriter):
             stem = self._folder / name
             spill = self._spills[dataloader_idx] = _Spill(windows.plan, stem, self._members)
             if trainer.world_size == 1:  # the rows no later window reaches are final
-                files = self._files(trainer, windows)
+                files = self._files(trainer, dataloader_idx)
                 self._followers[dataloader_idx] = _Follower(spill, files)
         return self._spills[dataloader_idx]
 
-    def _files(self, trainer: L.Trainer, windows: WindowDataset) -> MapFiles:
-        attrs = _provenance(trainer, windows)
-        return MapFiles(self._folder, windows, attrs, self.formats, self.quicklook, self._members)
+    def _files(self, trainer: L.Trainer, idx: int) -> MapFiles:
+        windows, grid = _windows(trainer, idx), self._grids.get(idx)
+        chosen = self._chosen if grid is not None else None  # None: no mask or polygons
+        attrs = _provenance(trainer, windows, chosen)
+        products = None
+        if grid is not None and chosen is not None:
+            paths = ProductPaths.for_region(self._folder, windows.region.name)
+            attributes = run_attributes(attrs)
+            products = ResponderProducts(paths, grid, chosen, attributes, self.options)
+        return MapFiles(
+            self._folder,
+            windows,
+            attrs,
+            self.formats,
+            self.quicklook,
+            self._members,
+            products,
+        )
 
     def write_on_batch_end(
         self,
@@ -159,9 +312,7 @@ class ProbabilityMapWriter(BasePredictionWriter):
             self._followers[dataloader_idx].advance()
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loaders = trainer.predict_dataloaders
-        count = len(loaders) if isinstance(loaders, list | tuple) else 1
-        for idx in range(count):
+        for idx in range(_loader_count(trainer)):
             spill = self._spill(trainer, idx)
             try:
                 if idx in self._followers:  # one process: written while predicting
@@ -174,7 +325,7 @@ class ProbabilityMapWriter(BasePredictionWriter):
                     for _ in bands:  # every rank joins each band's all-reduce
                         pass
                     continue
-                files = self._files(trainer, _windows(trainer, idx))
+                files = self._files(trainer, idx)
                 try:
                     for band in bands:
                         files.add(band)
@@ -253,6 +404,28 @@ class _Follower:
                 pass
 
 
+def _product_options(
+    threshold: str, min_area_m2: float, simplify: float, geojson: bool
+) -> ProductOptions:
+    """The polygons' options, checked (finite, >= 0; none of them with no polygons)."""
+    for option, value in (("min_area_m2", min_area_m2), ("simplify", simplify)):
+        if not 0 <= value < math.inf:  # NaN too
+            raise ConfigError(f"--maps.{option} {value}: give a number >= 0 (0: off)")
+    options = ProductOptions(float(min_area_m2), float(simplify), bool(geojson))
+    if threshold.lower() == "none" and options != ProductOptions():
+        raise ConfigError(
+            "--maps.threshold none turns the landslide polygons off, so --maps.min_area_m2, "
+            "--maps.simplify and --maps.geojson have nothing to apply to: give a threshold "
+            "(e.g. --maps.threshold max_f1) or drop them"
+        )
+    return options
+
+
+def _loader_count(trainer: L.Trainer) -> int:
+    loaders = trainer.predict_dataloaders
+    return len(loaders) if isinstance(loaders, list | tuple) else 1
+
+
 def _windows(trainer: L.Trainer, dataloader_idx: int) -> WindowDataset:
     loaders = trainer.predict_dataloaders
     loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
@@ -264,8 +437,12 @@ def _windows(trainer: L.Trainer, dataloader_idx: int) -> WindowDataset:
     return loader.dataset
 
 
-def _provenance(trainer: L.Trainer, windows: WindowDataset) -> dict[str, Any]:
-    """Attributes of a map: the composite's (the cube's, the dates used) and the run's."""
+def _provenance(
+    trainer: L.Trainer, windows: WindowDataset, chosen: ChosenThreshold | None
+) -> dict[str, Any]:
+    """Attributes of a map: the composite's (the cube's, the dates used) and the run's:
+    the checkpoint's validation thresholds (``thresholds``: each rule's operating point,
+    which ``polygonize --threshold RULE`` reads) and the one its mask applies."""
     datamodule = trainer.datamodule
     stats = datamodule.region_stats(windows.region) if datamodule is not None else None
     attrs = dict(windows.attrs)
@@ -289,6 +466,17 @@ def _provenance(trainer: L.Trainer, windows: WindowDataset) -> dict[str, Any]:
         attrs["ensemble_size"] = members
         if isinstance(model, EnsembleSegmenter) and model.checkpoints is not None:
             attrs["ensemble_checkpoints"] = list(model.checkpoints)
+    stored = getattr(model, "thresholds", None)
+    if stored and stored.get("operating_points"):
+        attrs["thresholds"] = stored["operating_points"]
+        attrs["thresholds_chosen_on"] = (
+            f"{stored.get('region', '?')} {stored.get('split', 'val')} split, epoch "
+            f"{stored.get('epoch', '?')}: {stored.get('source', '?')}"
+        )
+    if chosen is not None:
+        attrs.update(
+            threshold=chosen.value, threshold_rule=chosen.rule, threshold_source=chosen.source
+        )
     if stats is not None:
         attrs["norm_stats"] = getattr(datamodule, "norm_stats", "")
         attrs["norm_mean"] = list(stats.mean)

@@ -30,20 +30,14 @@ from landslide_lit.atomic import write_json_atomically
 from landslide_lit.errors import ConfigError
 from landslide_lit.map_files import CHUNK, VARIABLE, Band
 from landslide_lit.owners import remove_stale
-from landslide_lit.products import (
-    ChosenThreshold,
-    ProductOptions,
-    ProductPaths,
-    ResponderProducts,
-)
+from landslide_lit.products import ProductOptions, ProductPaths, ResponderProducts, run_attributes
 from landslide_lit.rasters import Grid, cf_crs, require
+from landslide_lit.thresholds import ChosenThreshold
 
 __all__ = ["main"]
 
 _PROG = "landslide-lit polygonize"
 _MAP_SUFFIX = f"_{VARIABLE}"
-ATTRIBUTES = ("checkpoint", "before_acquisitions", "after_acquisitions")
-"""The map's attributes every polygon carries."""
 
 
 def _parser() -> ArgumentParser:
@@ -119,7 +113,7 @@ def _polygonize(source: _Map, options) -> None:
         paths,
         source.grid,
         threshold,
-        {k: str(source.attrs[k]) for k in ATTRIBUTES if k in source.attrs},
+        run_attributes(source.attrs),  # as predict gives its polygons
         ProductOptions(options.min_area_m2, options.simplify, options.geojson),
     )
     try:

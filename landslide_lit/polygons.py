@@ -286,10 +286,15 @@ class LandslideLayer:
         return self.geopandas.GeoDataFrame(columns, geometry=geometry)
 
     def close(self) -> list[Path]:
-        """Write what is held (an empty layer if nothing ever came), publish; the files."""
+        """:meth:`finish` and :meth:`publish`; the files."""
+        self.finish()
+        return self.publish()
+
+    def finish(self) -> None:
+        """Write what is held (an empty layer if nothing ever came) and the GeoJSON copy,
+        still under their hidden names."""
         if self.held or not self.written:
             self._flush()
-        files = []
         if self.geojson is not None:
             frame = self.pyogrio.read_dataframe(self.partial, layer=LAYER).to_crs("EPSG:4326")
             self.pyogrio.write_dataframe(
@@ -299,8 +304,13 @@ class LandslideLayer:
                 geometry_type="Polygon",
                 layer_options={"RFC7946": "YES"},
             )
+
+    def publish(self) -> list[Path]:
+        """Rename the finished files into place; the files (GeoPackage, then GeoJSON)."""
+        files = [publish(self.partial, self.path)]
+        if self.geojson is not None:
             files.append(publish(self.partial_json, self.geojson))
-        return [publish(self.partial, self.path), *files]
+        return files
 
     def abandon(self) -> None:
         for path in (self.partial, self.partial_json):

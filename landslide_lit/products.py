@@ -16,7 +16,9 @@ rows and a threshold, it writes:
 
 and :meth:`~ResponderProducts.close` returns a summary: the number of landslides, their
 total area and their areas by mean probability. Every file is filled under a hidden name
-carrying the process's owner tag and renamed when complete.
+carrying the process's owner tag; :meth:`~ResponderProducts.finish` completes them all
+there and :meth:`~ResponderProducts.publish` renames them into place, so a failure on the
+way leaves none that looks finished (``predict`` publishes them with the map).
 """
 
 from __future__ import annotations
@@ -34,14 +36,17 @@ from landslide_lit.errors import ConfigError
 from landslide_lit.map_files import QUICKLOOK_PIXELS, Band
 from landslide_lit.polygons import CONNECTIVITY, LAYER, Landslide, LandslideLayer, Polygonizer
 from landslide_lit.rasters import CogWriter, Grid, partial_path, publish, write_style
+from landslide_lit.thresholds import ChosenThreshold
 
 __all__ = [
+    "ATTRIBUTES",
     "MASK_NODATA",
     "P_MEAN_CLASSES",
     "ChosenThreshold",
     "ProductOptions",
     "ProductPaths",
     "ResponderProducts",
+    "run_attributes",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,14 +58,14 @@ P_MEAN_CLASSES = (0.5, 0.7, 0.9)
 the threshold; the first class starts at the threshold, the last ends at 1)."""
 
 
-@dataclass(frozen=True)
-class ChosenThreshold:
-    """A threshold on the landslide probability: its ``value``, the ``rule`` that chose it
-    (``max_f1``, ``precision@0.7``, ``fixed``) and where it came from (``source``)."""
+ATTRIBUTES = ("checkpoint", "before_acquisitions", "after_acquisitions")
+"""The map's attributes every polygon carries (with the threshold and its rule)."""
 
-    value: float
-    rule: str
-    source: str
+
+def run_attributes(attrs: dict[str, Any]) -> dict[str, str]:
+    """The polygons' run attributes (:data:`ATTRIBUTES`) among a map's ``attrs``; empty ones
+    are left out, as GeoTIFF tags leave them out (no checkpoint: no ``checkpoint``)."""
+    return {key: str(attrs[key]) for key in ATTRIBUTES if attrs.get(key) not in (None, "")}
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,7 @@ class ResponderProducts:
         self.inner = [e for e in P_MEAN_CLASSES if e > threshold.value]
         self.count = np.zeros(len(self.inner) + 1, np.int64)
         self.area = np.zeros(len(self.inner) + 1, np.float64)
+        self._summary: dict[str, Any] = {}  # by finish()
 
     def add(self, band: Band) -> None:
         """The map's next rows (bands in order, from row 0)."""
@@ -188,11 +194,27 @@ class ResponderProducts:
         self.layer.add(landslides)
 
     def close(self) -> dict[str, Any]:
-        """Finish and publish the files; the summary (see the module)."""
+        """:meth:`finish` and :meth:`publish`; the summary (see the module)."""
+        summary = self.finish()
+        self.publish()
+        return summary
+
+    def finish(self) -> dict[str, Any]:
+        """Complete every file under its hidden name; the summary (see the module)."""
         self._keep(self.polygonizer.finish())
-        mask = publish(self.mask.close(), self.paths.mask)
-        files = [mask, write_style(mask, "mask"), *self.layer.close()]
-        summary = self.summary([path.name for path in files])
+        self.mask.close()
+        self.layer.finish()
+        files = [self.paths.mask, self.paths.mask.with_suffix(".qml"), self.paths.polygons]
+        if self.options.geojson:
+            files.append(self.paths.geojson)
+        self._summary = self.summary([path.name for path in files])
+        return self._summary
+
+    def publish(self) -> list[Path]:
+        """Rename the finished files into place (the mask's QGIS style beside it); the files."""
+        mask = publish(self.mask.path, self.paths.mask)
+        files = [mask, write_style(mask, "mask"), *self.layer.publish()]
+        summary = self._summary
         log.info(
             "%d landslides (%.0f m²) at threshold %g (%s, %s) in %s",
             summary["landslides"],
@@ -202,7 +224,7 @@ class ResponderProducts:
             self.threshold.source,
             self.paths.polygons,
         )
-        return summary
+        return files
 
     def summary(self, files: list[str]) -> dict[str, Any]:
         bounds = [self.threshold.value, *self.inner, 1.0]

@@ -192,6 +192,21 @@ def save_foreign(w: World) -> None:
     torch.save({"state_dict": {}}, w.scratch / "foreign.ckpt")
 
 
+def save_unreachable(w: World) -> None:
+    """The checkpoint, its validation never reaching precision 0.9 (highest 0.6)."""
+    checkpoint = torch.load(w.ckpt, weights_only=False)
+    checkpoint["thresholds"]["operating_points"].pop("precision@0.9", None)
+    checkpoint["thresholds"]["max_precision"] = 0.6
+    torch.save(checkpoint, w.scratch / "unreachable.ckpt")
+
+
+def save_without_thresholds(w: World) -> None:
+    """The checkpoint as a landslide-lit before validation thresholds saved it."""
+    checkpoint = torch.load(w.ckpt, weights_only=False)
+    del checkpoint["thresholds"]
+    torch.save(checkpoint, w.scratch / "no_thresholds.ckpt")
+
+
 def runs_is_a_file(w: World) -> None:
     Path("runs").write_text("not a folder")
 
@@ -213,6 +228,20 @@ def probability_map(w: World, crs: bool = True) -> Path:
 
 def evaluate(w: World, command: str, *extra: str) -> list[str]:
     return [command, "--ckpt_path", str(w.ckpt), f"--data.root={w.good}", *QUIET, *extra]
+
+
+def predict_with(w: World, checkpoint: str, *extra: str) -> list[str]:
+    """predict the good cube with the scratch folder's ``checkpoint``."""
+    path = str(w.scratch / checkpoint)
+    return [
+        "predict",
+        "--ckpt_path",
+        path,
+        f"--data.root={w.good}",
+        "--region=hokkaido",
+        *QUIET,
+        *extra,
+    ]
 
 
 CASES = [
@@ -517,6 +546,39 @@ CASES = [
         "--root",
     ),
     Case("reproduce zero seeds", lambda w: ["reproduce", "--seeds", "0"], "--seeds"),
+    # -- predict's landslide mask and polygons (--maps.*) --------------------------------
+    Case(
+        "predict threshold outside [0, 1]",
+        lambda w: evaluate(w, "predict", "--region=hokkaido", "--maps.threshold=1.5"),
+        "--maps.threshold 1.5",
+    ),
+    Case(
+        "predict threshold unknown rule",
+        lambda w: evaluate(w, "predict", "--region=hokkaido", "--maps.threshold=best"),
+        "--maps.threshold best",
+    ),
+    Case(
+        "predict precision target not stored",
+        lambda w: evaluate(w, "predict", "--region=hokkaido", "--maps.threshold=precision@0.8"),
+        "precision@0.8",
+    ),
+    Case(
+        "predict unreachable precision",
+        lambda w: predict_with(w, "unreachable.ckpt", "--maps.threshold=precision@0.9"),
+        "never reached it (highest precision 0.600)",
+        prepare=save_unreachable,
+    ),
+    Case(
+        "predict checkpoint without thresholds",
+        lambda w: predict_with(w, "no_thresholds.ckpt"),
+        "no_thresholds.ckpt holds no thresholds",
+        prepare=save_without_thresholds,
+    ),
+    Case(
+        "predict negative minimum area",
+        lambda w: evaluate(w, "predict", "--region=hokkaido", "--maps.min_area_m2=-5"),
+        "--maps.min_area_m2",
+    ),
     # -- polygonize ------------------------------------------------------------------------
     Case(
         "polygonize threshold outside [0, 1]",

@@ -14,6 +14,7 @@ from landslide_lit.runs import restore_from_checkpoint
 from tests.conftest import TINY_MODEL
 
 QUIET = ["--trainer.enable_progress_bar=false", "--data.synthetic=true", "--region=talakmau"]
+DEFAULT_PRODUCTS = {"threshold": "max_f1", "min_area_m2": 0.0, "simplify": 0.0, "geojson": False}
 OLD_CALLBACKS = [  # trainer.callbacks of a config.yaml saved before --maps.*
     {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint"},
     {"class_path": "landslide_lit.maps.ProbabilityMapWriter", "init_args": {}},
@@ -67,9 +68,18 @@ def test_maps_options_from_the_command_line(checkpoint, tmp_path, monkeypatch):
     assert written(out) == {
         "talakmau_landslide_probability.zarr",
         "talakmau_landslide_probability.json",
+        # the default threshold: the checkpoint's max-F1 one
+        "talakmau_landslide_mask.tif",
+        "talakmau_landslide_mask.qml",
+        "talakmau_landslides.gpkg",
     }
     saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
-    assert saved["maps"] == {"output_dir": str(out), "formats": ["zarr"], "quicklook": False}
+    assert saved["maps"] == {
+        "output_dir": str(out),
+        "formats": ["zarr"],
+        "quicklook": False,
+        **DEFAULT_PRODUCTS,
+    }
     assert all("ProbabilityMapWriter" not in str(c) for c in saved["trainer"]["callbacks"])
 
 
@@ -80,14 +90,22 @@ def test_maps_options_from_a_config(checkpoint, tmp_path, monkeypatch):
     config.write_text(yaml.safe_dump({"maps": {"output_dir": str(out), "formats": ["netcdf"]}}))
     run(["predict", "--ckpt_path", checkpoint, "--config", str(config), *QUIET])
     assert "talakmau_landslide_probability.nc" in written(out)
-    assert not any(name.endswith((".zarr", ".tif")) for name in written(out))
+    assert not any(
+        name.startswith("talakmau_landslide_probability.") and name.endswith((".zarr", ".tif"))
+        for name in written(out)
+    )
 
 
 def test_print_config_shows_the_maps_options(capsys):
     with pytest.raises(SystemExit):
         run(["predict", "--maps.formats=[netcdf]", "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["maps"] == {"output_dir": None, "formats": ["netcdf"], "quicklook": True}
+    assert printed["maps"] == {
+        "output_dir": None,
+        "formats": ["netcdf"],
+        "quicklook": True,
+        **DEFAULT_PRODUCTS,
+    }
     assert printed["ensemble"] is None
 
 

@@ -75,7 +75,10 @@ def predict(module, root: Path, folder: Path, formats=("netcdf", "zarr")) -> Pat
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[ProbabilityMapWriter(output_dir=str(folder), formats=list(formats))],
+        # these models were never validated: no thresholds, no mask (tests/test_predict_products.py)
+        callbacks=[
+            ProbabilityMapWriter(output_dir=str(folder), formats=list(formats), threshold="none")
+        ],
     )
     trainer.predict(module, datamodule=datamodule(root))
     return folder / "talakmau_landslide_probability"

@@ -37,6 +37,7 @@ from tests.probability_maps import (
     fake_windows,
     grid,
     probability_field,
+    write_map,
 )
 
 FIXED = ChosenThreshold(0.5, "fixed", "a test")
@@ -231,7 +232,7 @@ def test_without_the_responder_extra_products_are_one_clear_error(tmp_path, monk
 # -- the probability map's GeoTIFF -----------------------------------------------------
 
 
-def test_the_probability_geotiff_is_a_cog_with_its_style(tmp_path, field):
+def test_the_probability_geotiff_is_a_cog(tmp_path, field):
     stem = tmp_path / ".testland_landslide_probability.pid1-host.partial"
     writer = GeoTiffFile(stem, fake_windows(*field.shape), {"title": "a map"})
     for band in bands_of(field):
@@ -245,13 +246,18 @@ def test_the_probability_geotiff_is_a_cog_with_its_style(tmp_path, field):
         np.testing.assert_array_equal(src.read(1), field)
         overview = src.read(1, out_shape=(75, 130))  # the 1/4 overview: averages
     assert np.nanmax(np.abs(overview - field[1::4, 1::4])) < 0.1
-    style = ET.parse(tmp_path / "testland_landslide_probability.qml").getroot()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the style: with the map
+
+
+def test_the_published_probability_geotiff_has_its_style_beside_it(tmp_path, field):
+    stem = write_map(tmp_path, field, formats=["geotiff"])
+    style = ET.parse(stem.with_suffix(".qml")).getroot()
     renderer = style.find("pipe/rasterrenderer")
     assert renderer.get("type") == "singlebandpseudocolor"
     assert [float(i.get("value")) for i in renderer.iter("item")][::6] == [0.0, 1.0]
-    assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == json.dumps(
-        [".testland_landslide_probability.pid1-host.tif", "testland_landslide_probability.qml"]
-    )
+    summary = json.loads(stem.with_suffix(".json").read_text())
+    assert summary["files"] == [f"{stem.name}.tif", f"{stem.name}.qml", f"{stem.name}.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(summary["files"])
 
 
 def test_the_cog_check_tells_a_plain_geotiff(tmp_path, field):

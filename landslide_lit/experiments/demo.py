@@ -7,8 +7,9 @@ It prints a table of AUPRC (with a 95 % chip-bootstrap interval) against the
 no-skill baseline, writes it to ``OUTPUT/metrics.md`` and draws predicted vs true
 landslides to ``OUTPUT/predictions.png``; each evaluation's metrics.json, PR curve
 and panels are in ``OUTPUT/evaluation/<stage>_<region>/``. Last, ``predict`` maps the
-whole of Talakmau into ``OUTPUT/predictions/`` (netCDF, PNG quicklook, GeoTIFF when
-rioxarray is installed).
+whole of Talakmau into ``OUTPUT/predictions/``: the probability map (netCDF, PNG
+quicklook, GeoTIFF) and, at the checkpoint's max-F1 threshold, the landslide mask and
+polygons (with the responder extra), listed with the number and area of landslides found.
 """
 
 from __future__ import annotations
@@ -79,7 +80,19 @@ def main(args: list[str]) -> None:
     write_text_atomically(output / "metrics.md", table)
     print(table)
     print(f"figure: {figure}")
-    print(f"map: {output / 'predictions' / f'{MAP_REGION}_landslide_probability.png'} (.nc)")
+    _list_map(output / "predictions")
+
+
+def _list_map(folder: Path) -> None:
+    """Print the map's files and, when there are polygons, what they hold."""
+    summary = json.loads((folder / f"{MAP_REGION}_landslide_probability.json").read_text())
+    if "landslides" in summary:
+        print(
+            f"map: {summary['landslides']} landslides, {summary['area_m2'] / 1e4:.1f} ha at "
+            f"threshold {summary['threshold']:.3g} ({summary['threshold_source']})"
+        )
+    for name in summary["files"]:
+        print(f"  {folder / name}")
 
 
 def _table(
