@@ -3,7 +3,9 @@
 Every benchmark prints one markdown block: a title, what was measured, and a table whose
 rows give the measured ratio, its target and PASS or MISS. Ratios are taken side by side
 in one run, with the two sides interleaved (A, B, A, B, ...) and reduced by medians, so
-that other load on the machine slows both sides alike.
+that other load on the machine slows both sides alike. A benchmark that measures a
+target of issue 15 also prints one :func:`target_line` per measurement of it, which
+``run_all.py`` collects into its summary table (the convention is described there).
 """
 
 from __future__ import annotations
@@ -73,6 +75,23 @@ def spread(values: Sequence[float]) -> str:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
+
+
+GOALS = {">=": float.__ge__, "<=": float.__le__}
+
+
+def target_line(target: int | str, description: str, ratio: float, goal: str) -> str:
+    """``TARGET <id> <description> ratio=<x> goal=<op><y> PASS|MISS`` (see run_all.py).
+
+    ``goal`` is ``>=0.95`` or ``<=2``: the ratio is compared with it.
+    """
+    op, bound = goal[:2], float(goal[2:])
+    if op not in GOALS or "\n" in description:
+        raise ValueError(f"bad target line: {goal!r}, {description!r}")
+    return (
+        f"TARGET {target} {description} ratio={ratio:.3f} goal={goal} "
+        f"{verdict(GOALS[op](float(ratio), bound))}"
+    )
 
 
 def table(header_row: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -2,7 +2,9 @@
 
 * :class:`AtomicCheckpointIO` writes a checkpoint to a temporary file beside its
   final name, fsyncs it and renames it into place: a kill mid-write leaves the
-  previous complete file, so ``last.ckpt`` is always the old or the new one.
+  previous complete file, so ``last.ckpt`` is always the old or the new one. During a
+  fit with :class:`BackgroundCheckpointWrites` it writes from a snapshot in a background
+  thread while training goes on, and a second save of the same state links the first file.
 * :class:`CheckpointOnSigterm` saves ``last.ckpt`` when Lightning stops a fit on
   SIGTERM; Lightning only stops (and saves nothing) outside SLURM's requeue signal.
   :func:`command_guard` then ends the command with :class:`Interrupted` (exit status 143)
@@ -25,7 +27,9 @@ import logging
 import os
 import re
 import signal
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from landslide_lit.atomic import write_atomically
 from landslide_lit.errors import LandslideLitError
 from landslide_lit.runs import checkpoint_folders, read_checkpoint
+from landslide_lit.snapshots import identical, on_cpu, snapshot
 
 __all__ = [
     "HPC_CHECKPOINT",
@@ -52,6 +57,7 @@ __all__ = [
     "RESUME",
     "RUN_FOLDER_VARIABLE",
     "AtomicCheckpointIO",
+    "BackgroundCheckpointWrites",
     "CheckpointOnSigterm",
     "Interrupted",
     "ResumableCSVLogger",
@@ -78,24 +84,139 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Temporary files a kill left behind are removed on the next save of that name.
     Remote (fsspec) paths go through Lightning's own writer. Under DDP the strategy
     calls this on global rank 0 only.
+
+    After :meth:`write_in_background` (:class:`BackgroundCheckpointWrites` calls it when
+    a fit starts) until :meth:`teardown`, a checkpoint of CPU tensors is copied
+    (:func:`~landslide_lit.snapshots.snapshot`) and written the same way by one
+    background thread, in the order saved, one at a time: the files' bytes are those of
+    a direct save. A save of a state :func:`~landslide_lit.snapshots.identical` to the
+    one written last (the best and the last checkpoint of one epoch) becomes a hard link
+    to that file, renamed into place the same way. :meth:`wait` waits for the writes and
+    raises the first error of one; the next save and :meth:`teardown` wait too.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+        self._kept: tuple[dict[str, Any], Path] | None = None
+        """The snapshot written last in the background and its file."""
+
+    def write_in_background(self) -> None:
+        """Write the checkpoints saved from now until :meth:`teardown` in a background thread."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="landslide-lit-checkpoint")
+
+    def wait(self) -> None:
+        """Return when every checkpoint saved so far is on disk; raise a write's error."""
+        pending, self._pending = self._pending, []
+        errors = [error for error in (future.exception() for future in pending) if error]
+        if errors:
+            self._kept = None
+            raise errors[0]
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
     ) -> None:
         fs, local_path = url_to_fs(str(path))
         if storage_options is not None or not isinstance(fs, LocalFileSystem):
+            self.wait()
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         path = Path(local_path)
-        for stale in _stale_temporaries(path):
-            stale.unlink(missing_ok=True)
+        if self._writer is None or not on_cpu(checkpoint):
+            self.wait()
+            self._kept = None
+            _write_checkpoint(checkpoint, path)
+        elif self._kept is not None and identical(checkpoint, self._kept[0]):
+            self._submit(_link_checkpoint, *self._kept, path)
+        else:
+            self.wait()  # one snapshot at a time
+            self._kept = (snapshot(checkpoint), path)
+            self._submit(_write_checkpoint, *self._kept)
 
-        def write(temporary: Path) -> None:
-            with open(temporary, "wb") as file:
-                torch.save(checkpoint, file)
+    def remove_checkpoint(self, path: _PATH) -> None:
+        if self._writer is None:
+            super().remove_checkpoint(path)
+        else:  # after the writes saved before, as if they had been written then
+            self._submit(super().remove_checkpoint, path)
 
-        write_atomically(path, write, durable=True)
+    def teardown(self) -> None:
+        """Wait for the background writes and stop writing in the background.
+
+        A write's error is raised, or only logged while another exception ends the run.
+        """
+        writer, self._writer = self._writer, None
+        ending_with_error = sys.exc_info()[1] is not None
+        try:
+            self.wait()
+        except Exception as error:
+            if not ending_with_error:
+                raise
+            log.error("a checkpoint could not be written: %s", error)
+        finally:
+            self._kept = None
+            if writer is not None:
+                writer.shutdown()
+
+    def _submit(self, job: Callable[..., None], *args: Any) -> None:
+        assert self._writer is not None
+        self._pending.append(self._writer.submit(job, *args))
+
+
+class BackgroundCheckpointWrites(Callback):
+    """Lets the fit's checkpoints be written in a background thread while training goes on.
+
+    With :class:`AtomicCheckpointIO` (the CLI's checkpoint plugin) from the start of the
+    fit: a checkpoint costs the fit a copy of its tensors in memory instead of its write
+    (see there). Before the next optimizer step the write is waited for, so a checkpoint
+    is on disk before the weights after it change: a kill loses no more than it would
+    with direct writes, one training step at most. The end of the fit, or an error,
+    waits for the writes too (the strategy's teardown).
+    """
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, AtomicCheckpointIO):
+            io.write_in_background()
+
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        _wait_for_checkpoints(trainer)
+
+
+def _wait_for_checkpoints(trainer: Trainer) -> None:
+    """Wait for the checkpoints an :class:`AtomicCheckpointIO` writes in the background."""
+    io = trainer.strategy.checkpoint_io
+    if isinstance(io, AtomicCheckpointIO):
+        io.wait()
+
+
+def _write_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """``torch.save`` ``checkpoint`` to ``path`` atomically and durably."""
+    for stale in _stale_temporaries(path):
+        stale.unlink(missing_ok=True)
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as file:
+            torch.save(checkpoint, file)
+
+    write_atomically(path, write, durable=True)
+
+
+def _link_checkpoint(checkpoint: dict[str, Any], source: Path, path: Path) -> None:
+    """Give ``path`` the file ``source``, written from ``checkpoint``: a hard link renamed
+    into place; written from ``checkpoint`` where that fails (no hard links on this file
+    system, or ``source`` removed since)."""
+    if path == source and path.is_file():
+        return
+    for stale in _stale_temporaries(path):
+        stale.unlink(missing_ok=True)
+    try:
+        write_atomically(path, lambda temporary: os.link(source, temporary), durable=True)
+    except OSError:
+        _write_checkpoint(checkpoint, path)
 
 
 def _stale_temporaries(path: Path) -> list[Path]:
@@ -175,6 +296,7 @@ class CheckpointOnSigterm(Callback):
         ]
         for path in paths:
             trainer.save_checkpoint(path, weights_only=False)
+        _wait_for_checkpoints(trainer)  # on disk before the message says so
         return paths
 
 

@@ -126,6 +126,8 @@ class LandslideCLI(LightningCLI):
                     # validate/test: metrics.json with bootstrap intervals, PR curve, panels
                     {"class_path": "landslide_lit.evaluation.EvaluationWriter"},
                     {"class_path": "landslide_lit.checkpointing.CheckpointOnSigterm"},
+                    # checkpoints written by a background thread while the fit goes on
+                    {"class_path": "landslide_lit.checkpointing.BackgroundCheckpointWrites"},
                 ],
                 # add plugins with --trainer.plugins+=...; a plain --trainer.plugins replaces it
                 "trainer.plugins": [

@@ -11,10 +11,13 @@
 - ``OUT.yaml``: the region mapping for ``--region OUT.yaml`` / ``--data.test_region``.
 
 Only one block of one scene (at most ``BLOCK`` x ``BLOCK`` pixels) is in memory at a time.
-Before anything is written, every band is read once on a coarse version of the grid to
-check that it covers the area and that its values are plausible linear power
-(:func:`check_power`). The cube is filled in a hidden folder beside ``OUT`` and renamed
-into place when complete, so a failure never leaves a cube that looks finished.
+Every band is checked to cover the area and to hold plausible linear power
+(:func:`check_power`): before anything is written, on a coarse version of the grid, where
+its source previews cheaply (overviews, remote COGs); else (GeoTIFFs without overviews,
+such as ASF HyP3's, where a preview decodes every pixel) on the values read for the cube,
+as its last block is written, before the next band. The cube is filled in a hidden
+folder beside ``OUT`` and renamed into place when complete, so a failure never leaves a
+cube that looks finished.
 """
 
 from __future__ import annotations
@@ -144,30 +147,59 @@ def choose_orbit(scenes: Sequence[Scene], event_start: dt.date, event_end: dt.da
 def check_power(values: np.ndarray, scene: Scene, pol: str) -> None:
     """One error if ``values`` (linear power on a coarse grid) have no data or are
     implausible for the scale ``scene`` declares (see NEGATIVE_LIMIT, MEDIAN_DB_RANGE)."""
-    valid = values[np.isfinite(values)]
-    where = f"{pol.upper()} of {scene.name} ({', '.join(scene.sources) or scene.scale})"
-    if valid.size == 0:
-        raise EventInputError(
-            f"{where} has no data on the area; check --bbox/--aoi (or that the files "
-            "overlap each other) and leave out acquisitions outside it"
-        )
-    negative = float(np.mean(valid < 0))
-    if negative > NEGATIVE_LIMIT:
-        raise EventInputError(
-            f"{where}: {negative:.0%} of the values are negative, impossible for linear "
-            "power or amplitude: they look like decibels. Declare the scale (--scale db, or "
-            "the manifest's scale column)"
-        )
-    positive = valid[valid > 0]
-    median_db = 10 * np.log10(np.median(positive)) if positive.size else -np.inf
-    low, high = MEDIAN_DB_RANGE
-    if not low < median_db < high:
-        raise EventInputError(
-            f"{where}: converted to linear power from the scale given, the median "
-            f"backscatter is {median_db:.1f} dB, outside the plausible {low:.0f} to "
-            f"{high:.0f} dB of Sentinel-1 land: the scale given is probably wrong. Declare "
-            "the right one (--scale power|amplitude|db, or the manifest's scale column)"
-        )
+    sample = _PowerSample(1)
+    sample.add(values)
+    sample.check(scene, pol)
+
+
+class _PowerSample:
+    """What :func:`check_power` judges, gathered block by block: counts of finite and of
+    negative finite values, and the finite positive values of every ``step``-th row and
+    column (all of them for ``step`` 1)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.valid = self.negative = 0
+        self.positive: list[np.ndarray] = []
+
+    def add(self, values: np.ndarray) -> None:
+        finite = np.isfinite(values)
+        self.valid += int(np.count_nonzero(finite))
+        self.negative += int(np.count_nonzero((values < 0) & finite))
+        self.positive.append(_positive(values[:: self.step, :: self.step]))
+        if self.positive[-1].size == 0 and self.step > 1:  # data between the sampled pixels
+            self.positive[-1] = _positive(values)[:: self.step**2]
+
+    def check(self, scene: Scene, pol: str) -> None:
+        """One error if the values have no data or are implausible (see check_power)."""
+        where = f"{pol.upper()} of {scene.name} ({', '.join(scene.sources) or scene.scale})"
+        if self.valid == 0:
+            raise EventInputError(
+                f"{where} has no data on the area; check --bbox/--aoi (or that the files "
+                "overlap each other) and leave out acquisitions outside it"
+            )
+        negative = self.negative / self.valid
+        if negative > NEGATIVE_LIMIT:
+            raise EventInputError(
+                f"{where}: {negative:.0%} of the values are negative, impossible for linear "
+                "power or amplitude: they look like decibels. Declare the scale (--scale db, "
+                "or the manifest's scale column)"
+            )
+        positive = np.concatenate(self.positive)
+        median_db = 10 * np.log10(np.median(positive)) if positive.size else -np.inf
+        low, high = MEDIAN_DB_RANGE
+        if not low < median_db < high:
+            raise EventInputError(
+                f"{where}: converted to linear power from the scale given, the median "
+                f"backscatter is {median_db:.1f} dB, outside the plausible {low:.0f} to "
+                f"{high:.0f} dB of Sentinel-1 land: the scale given is probably wrong. "
+                "Declare the right one (--scale power|amplitude|db, or the manifest's scale "
+                "column)"
+            )
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+    return values[(values > 0) & np.isfinite(values)]
 
 
 def build_cube(
@@ -200,11 +232,13 @@ def build_cube(
     orbit = choose_orbit(chosen, event_start, event_end)
     region = Region(name, out.name, event_start.isoformat(), event_end.isoformat(), orbit)
     preview = grid.coarsened(PREVIEW)
+    preview_step = round(preview.resolution / grid.resolution)
     if dem is not None:
         _check_dem(dem.read(preview), dem, grid)
     for scene in _progress(chosen, progress, "checking acquisitions"):
         for pol in POLARISATIONS:
-            check_power(to_power(scene.bands[pol].read(preview), scene.scale), scene, pol)
+            if _previews_cheaply(scene.bands[pol]):
+                check_power(to_power(scene.bands[pol].read(preview), scene.scale), scene, pol)
 
     partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
@@ -223,12 +257,19 @@ def build_cube(
         nonpositive = 0
         for t, scene in enumerate(_progress(chosen, progress, "writing acquisitions")):
             for pol in POLARISATIONS:
+                source = scene.bands[pol]
+                # checked here, on the values written, when not on a preview before
+                sample = None if _previews_cheaply(source) else _PowerSample(preview_step)
                 for rows, cols in grid.blocks(BLOCK):
-                    values = to_power(scene.bands[pol].read(grid.subgrid(rows, cols)), scene.scale)
+                    values = to_power(source.read(grid.subgrid(rows, cols)), scene.scale)
+                    if sample is not None:
+                        sample.add(values)
                     bad = values <= 0  # log composites need positive power: no data
                     nonpositive += int(bad.sum())
                     values[bad] = np.nan
                     arrays.write(pol, (t, rows, cols), values)
+                if sample is not None:
+                    sample.check(scene, pol)
         if dem is not None:
             _write_terrain(dem, grid, arrays)
         if inventory is not None:
@@ -240,6 +281,12 @@ def build_cube(
     _write_region(region_file, region)  # after the cube: a region file means a whole cube
     log.info("wrote %s (%d acquisitions, orbit %s) and %s", out, len(chosen), orbit, region_file)
     return out
+
+
+def _previews_cheaply(source: Source) -> bool:
+    """Whether ``source`` reads a coarse preview cheaply (its ``previews_cheaply``; True
+    for sources without one): else a preview costs as much as reading it for the cube."""
+    return bool(getattr(source, "previews_cheaply", True))
 
 
 def _check_outputs(out: Path, region_file: Path, overwrite: bool) -> None:
