@@ -3,14 +3,14 @@
 Windows cover the whole region, edges included. Along each axis the plan takes few windows
 of at most ``size`` pixels that overlap by at least ``overlap``, as small as they can be,
 with sides and starts multiples of :data:`MULTIPLE` (the network's downsampling, to which
-its predictions are equivariant), spread evenly from the region's first pixel; the last
-one reaches past the region's far edge by less than :data:`MULTIPLE` pixels, padded with
-NaN (no data), as is a region smaller than a window. Windows are rectangular when the two
-axes need different sides. Each window's probabilities are weighted by a raised-cosine
-ramp over ``overlap`` pixels at its sides, positive everywhere, divided by the summed
-weights of every window covering a pixel, so the weights of a pixel add up to one: a
-constant model gives a constant map, and where one window covers a pixel it is that
-window's prediction.
+its predictions are equivariant), every ``side - overlap`` pixels from the region's first
+pixel; the last one reaches past the region's far edge by less than :data:`MULTIPLE`
+pixels, padded with NaN (no data), as is a region smaller than a window. Windows are
+rectangular when the two axes need different sides. Each window's probabilities are
+weighted by a raised-cosine ramp over ``overlap`` pixels at its sides, positive
+everywhere, divided by the summed weights of every window covering a pixel, so the
+weights of a pixel add up to one: a constant model gives a constant map, and where one
+window covers a pixel it is that window's prediction.
 
 Windows are read in bands: runs of consecutive window rows whose composite is built at once
 by :func:`build_composite` from a lazy row slice of the cube, or, once a statistics pass has
@@ -81,9 +81,12 @@ def axis_windows(length: int, size: int, overlap: int) -> tuple[np.ndarray, int]
     Few windows of at most ``size`` px overlapping by at least ``overlap``, as small as
     they can be; sides and starts multiples of :data:`MULTIPLE` (of the largest power of
     two dividing ``size`` when it is not one; starts anywhere when the overlap leaves
-    less than that between them), spread evenly from 0. So that each pixel is predicted
-    at the same phase in every window, the last window may reach past the region's end
-    (padded) by less than a start unit instead of being shifted to end on it.
+    less than that between them). They start every ``side - overlap`` px (rounded down
+    to that multiple) from 0, and the last one at the first multiple at or after
+    ``length - side``: so that each pixel is predicted at the same phase in every
+    window, it reaches past the region's end (padded) by less than a multiple instead of
+    being shifted to end on it. 128-pixel windows on a region whose sides are multiples
+    of 32 are those of the chip-size windows of earlier versions.
     """
     unit = math.gcd(size, MULTIPLE)
     align = unit if size - overlap >= unit else 1  # else no two windows keep one phase
@@ -93,10 +96,10 @@ def axis_windows(length: int, size: int, overlap: int) -> tuple[np.ndarray, int]
     while True:
         fewest = _round_up(math.ceil((length + (count - 1) * overlap) / count), unit)
         for side in range(fewest, size + 1, unit):
-            last = _round_up(length - side, align) // align
-            starts = align * (np.arange(count, dtype=np.int64) * last // (count - 1))
-            if np.diff(starts).max() <= side - overlap:
-                return starts, side
+            step = (side - overlap) // align * align
+            last = _round_up(length - side, align)
+            if (count - 1) * step >= last:
+                return np.minimum(np.arange(count, dtype=np.int64) * step, last), side
         count += 1
 
 
