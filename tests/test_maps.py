@@ -145,7 +145,7 @@ def test_a_constant_model_gives_a_constant_map_on_the_cubes_grid(cube_root, tmp_
             np.testing.assert_array_equal(written[name].values, cube[name].values)
         assert written.attrs["crs"] == cube.attrs["crs"]
         assert probability.attrs["grid_mapping"] == "spatial_ref"
-        assert written.attrs["window_overlap"] == 32 and written.attrs["before_acquisitions"]
+        assert written.attrs["window_overlap"] == 64 and written.attrs["before_acquisitions"]
         values = probability.values
         assert probability.encoding["zlib"] and probability.encoding["chunksizes"] == (256, 256)
     has_data = sar_has_data(dm)

@@ -92,6 +92,12 @@ def test_the_plan_covers_every_pixel_once_in_weight(height, width, window, overl
         assert y0 <= y and min(y + plan.shape[0], height) <= y1
 
 
+@pytest.mark.parametrize(("window", "overlap"), [(512, 64), (128, 32), (160, 40), (1024, 64)])
+def test_the_default_overlap_is_64_pixels_or_a_quarter_of_a_smaller_window(window, overlap):
+    assert LandslideDataModule(predict_window=window).predict_overlap == overlap
+    assert LandslideDataModule(predict_window=window, predict_overlap=0).predict_overlap == 0
+
+
 def test_a_window_of_the_chip_size_keeps_the_published_windows():
     """128-pixel windows stay 128 (rounding up to 32 never shrinks them below the chip)."""
     for length in (300, 1024, 4096, 5000):

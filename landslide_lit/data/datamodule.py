@@ -30,7 +30,7 @@ from landslide_lit.data.preparation import ChipPreparer
 from landslide_lit.data.settings import sar_channel_indices
 from landslide_lit.data.splits import ChipDataset, SplitMethod, split_dataset, split_indices
 from landslide_lit.data.stats import ChannelStats, standardise
-from landslide_lit.data.windows import WindowDataset
+from landslide_lit.data.windows import WindowDataset, default_overlap
 from landslide_lit.distributed import (
     EvaluationShard,
     ResumableLoader,
@@ -80,7 +80,9 @@ class LandslideDataModule(L.LightningDataModule):
             (see :func:`~landslide_lit.data.windows.axis_windows`). A batch holds about as
             many pixels as ``batch_size`` training chips, and at least one window.
         predict_overlap: pixels shared at least by neighbouring windows of ``predict``,
-            blended with a raised-cosine ramp (0 <= overlap < predict_window).
+            blended with a raised-cosine ramp (0 <= overlap < predict_window); default
+            64, or a quarter of a smaller window (32 for 128), see
+            :func:`~landslide_lit.data.windows.default_overlap`.
         keep: ``positive`` chips with a landslide pixel (published) or every
             ``valid`` chip with SAR data (training and evaluation chips).
         split: ``random`` (published: 0.7/0.2/0.1, seed 42) or spatial ``block``.
@@ -116,7 +118,7 @@ class LandslideDataModule(L.LightningDataModule):
         chip_size: int = 128,
         stride: int | None = None,
         predict_window: int = 512,
-        predict_overlap: int = 32,
+        predict_overlap: int | None = None,
         keep: Keep = "positive",
         split: SplitMethod = "random",
         split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1),
@@ -131,6 +133,8 @@ class LandslideDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment"])
+        if predict_overlap is None and isinstance(predict_window, int):
+            predict_overlap = default_overlap(predict_window)
         check_options(
             chip_size=chip_size,
             stride=stride,

@@ -53,6 +53,7 @@ __all__ = [
     "axis_windows",
     "check_overlap",
     "check_window",
+    "default_overlap",
     "ramp",
 ]
 
@@ -127,6 +128,19 @@ def _normalised(starts: np.ndarray, length: int, profile: np.ndarray) -> dict[in
         int(s): (profile[: length - s] / total[s : s + len(profile)]).astype(np.float32)
         for s in starts
     }
+
+
+def default_overlap(window: int) -> int:
+    """The overlap of windows of ``window`` px unless one is given: 64 px, a quarter of
+    smaller windows (32 for 128, as in earlier versions).
+
+    A prediction changes near a window's border (the convolutions' zero padding there):
+    on the demo model by up to 0.4-0.7 in probability within 32 px of it, 0.4 % on average
+    32-64 px from it, nothing beyond 128 px. Blending over 64 px gives the region AUPRC of
+    a single window over the whole region (0.447 vs 0.448) whatever the placement of the
+    windows (standard deviation 0.0007 over 6 placements, 0.003 with 32 px).
+    """
+    return min(64, window // 4)
 
 
 def check_window(window: int) -> None:
