@@ -1,20 +1,34 @@
-"""Whole-region predict: throughput against the bare model forward, and peak memory.
+"""Whole-region predict: against the one-pass floor, CPU inference options, accuracy, memory.
 
     python bench/predict.py                      # resnet18 U-Net, 1024x1024 and 4096x1024
     python bench/predict.py --encoder resnet50   # the published encoder
     python bench/predict.py --quick              # 512x512 and 2048x512
+    python bench/predict.py --checkpoint runs/landslide/version_0/checkpoints/best-epoch05.ckpt
+                                                 # + accuracy of a trained model (1024 cube)
 
-Throughput: ``trainer.predict`` with the ProbabilityMapWriter (statistics pass compositing
-the region and keeping it on disk, window reads, standardisation, forward, blending, spill,
-merge, netCDF + PNG) against the bare ``model(x)`` over as many windows of the same shape and
-batch size, interleaved in one process after an untimed warm-up of each (medians). Beside
-it, the floor of any map: the bare forward plus the work the forward cannot overlap, one
-composite of the region (the published per-region statistics need all of it before the
-first window) and compressing the map into its netCDF, each timed alone.
+One-pass floor (issue 15, target 2): the bare ``model(x)`` in float32 over the
+non-overlapping chip-size (128) windows that tile the region exactly once, batch 16. Against
+it, interleaved in one process after an untimed warm-up: ``trainer.predict`` with the
+ProbabilityMapWriter (statistics pass compositing the region and keeping it on disk, window
+reads, standardisation, forward, blending, netCDF) with the default window and inference
+options, with 128-pixel windows, and with 128-pixel windows in float32 without
+channels-last (the pipeline before issue 15). Ratios are floor time / predict time.
+
+CPU inference options (target 3): whole predicts at the default window in float32 or
+bf16 autocast, contiguous or channels-last, one torch thread or all cores; square
+kilometres mapped per minute (10 m pixels) and the map's largest difference from
+float32 contiguous. ``--compile`` adds ``torch.compile`` of the bare forward: compile
+time and steady state.
+
+Accuracy (``--checkpoint``): the trained model's maps of the synthetic Talakmau cube
+(1024 x 1024) with 128-pixel windows in float32 (as before) and with the defaults: region
+AUPRC (exact, valid pixels) and the map difference.
 
 Memory: peak RSS of a fresh process running predict alone, above its RSS before, for two
-regions of the same width, one 4x taller: it must not grow with the height (a band of rows
-is held, so it grows with the width).
+regions of the same width, one 4x taller; and of one window's forward (ResNet-50, float32
+and bf16) at 512 and 1024 pixels.
+
+Each target prints a line ``TARGET <id> <description> ratio=<x> goal=<op><y> PASS|MISS``.
 """
 
 from __future__ import annotations
@@ -33,7 +47,20 @@ import lightning as L
 from common import WORK, header, median, peak_rss_bytes, reset_peak, run_json, spread, table
 from common import verdict as judged
 
-TARGET = 0.9
+CHIP = 128
+KM2_PER_PIXEL = 1e-4  # 10 m pixels
+OPTIONS = {  # name: (predict_precision, predict_channels_last)
+    "float32": ("32-true", False),
+    "float32 channels-last": ("32-true", True),
+    "bf16": ("bf16-mixed", False),
+    "bf16 channels-last": ("bf16-mixed", True),
+}
+
+
+def target(ident: str, description: str, ratio: float, op: str, goal: float) -> str:
+    """The line bench/run_all.py collects."""
+    ok = ratio >= goal if op == ">=" else ratio <= goal
+    return f"TARGET {ident} {description} ratio={ratio:.3f} goal={op}{goal} {judged(ok)}"
 
 
 def cube_root(size: tuple[int, int]) -> Path:
@@ -48,163 +75,391 @@ def cube_root(size: tuple[int, int]) -> Path:
     return root
 
 
-def parts(root: Path, encoder: str, batch: int, overlap: int, workers: int = 0):
+def datamodule(root: Path, batch: int, workers: int = 0, **data):
     from landslide_lit.data.datamodule import LandslideDataModule
-    from landslide_lit.maps import ProbabilityMapWriter
-    from landslide_lit.module import LandslideSegmenter
 
-    dm = LandslideDataModule(
+    settings = {"channels": "sar_dem", "batch_size": batch, "num_workers": workers, **data}
+    return LandslideDataModule(
         root=str(root),
         synthetic=True,
         train_region="talakmau",
         test_region="talakmau",
-        channels="sar_dem",
         cache=False,
-        batch_size=batch,
-        predict_overlap=overlap,
-        num_workers=workers,
+        **settings,
     )
-    model = LandslideSegmenter(channel_names=list(dm.channel_names), encoder_name=encoder).eval()
-    out = Path(tempfile.mkdtemp(dir=WORK))
-    trainer = L.Trainer(
+
+
+def trainer(out: Path) -> L.Trainer:
+    from landslide_lit.maps import ProbabilityMapWriter
+
+    writer = ProbabilityMapWriter(output_dir=str(out), formats=["netcdf"], quicklook=False)
+    return L.Trainer(
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        # the clock last: a batch's end includes the writer's work on it
-        callbacks=[ProbabilityMapWriter(output_dir=str(out), formats=["netcdf"]), PhaseClock()],
+        callbacks=[writer],
     )
-    return dm, model, trainer, out / "talakmau_landslide_probability.nc"
 
 
-def predict_seconds(dm, model, trainer) -> float:
-    clock = clock_of(trainer)
-    clock.begin = start = time.perf_counter()
-    dm.stats.clear()  # the statistics pass is part of the pipeline
-    trainer.predict(model, datamodule=dm)
-    clock.end = time.perf_counter()
-    return clock.end - start
+class Predict:
+    """One predict setting: its data module, trainer and output folder, run again and again."""
+
+    def __init__(self, model, root, args, window, precision, channels_last, threads=None, **data):
+        self.model, self.threads = model, threads
+        self.options = (precision, channels_last)
+        self.dm = datamodule(
+            root,
+            args.batch,
+            args.workers,
+            predict_window=window,
+            **({} if args.overlap is None else {"predict_overlap": args.overlap}),
+            **data,
+        )
+        self.out = Path(tempfile.mkdtemp(dir=WORK))
+        self.trainer = trainer(self.out)
+
+    def __call__(self) -> float:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads or threads)
+        self.model.hparams.predict_precision, self.model.hparams.predict_channels_last = (
+            self.options
+        )
+        self.dm.stats.clear()  # the statistics pass is part of the pipeline
+        start = time.perf_counter()
+        self.trainer.predict(self.model, datamodule=self.dm)
+        seconds = time.perf_counter() - start
+        torch.set_num_threads(threads)
+        return seconds
+
+    def map(self):
+        import xarray as xr
+
+        with xr.open_dataset(self.out / "talakmau_landslide_probability.nc") as written:
+            return written["landslide_probability"].values
+
+    @property
+    def windows(self):
+        return self.dm.datasets["predict"][0]
 
 
-class PhaseClock(L.Callback):
-    """Wall time of predict before its first batch (set-up, statistics pass), between
-    batches (loading, standardising) and after its last (finishing the map)."""
-
-    begin = end = 0.0
-
-    def on_predict_start(self, trainer, pl_module) -> None:
-        self.first, self.last, self.between = None, None, 0.0
-
-    def on_predict_batch_start(self, *args) -> None:
-        now = time.perf_counter()
-        if self.first is None:
-            self.first = now
-        else:
-            self.between += now - self.last
-
-    def on_predict_batch_end(self, *args) -> None:
-        self.last = time.perf_counter()
-
-    def phases(self) -> dict[str, float]:
-        after = self.end - self.last
-        return {"before": self.first - self.begin, "between": self.between, "after": after}
-
-
-def clock_of(trainer: L.Trainer) -> PhaseClock:
-    return next(c for c in trainer.callbacks if isinstance(c, PhaseClock))
-
-
-def forward_seconds(model, windows: int, batch: int, size: int, channels: int) -> float:
+def floor_seconds(model, height: int, width: int, batch: int, channels: int) -> float:
+    """The bare float32 forward over the chip-size windows tiling the region once."""
     import torch
 
-    x = torch.randn(batch, channels, size, size)
+    tiles = (height // CHIP) * (width // CHIP)
+    x = torch.randn(batch, channels, CHIP, CHIP)
     start = time.perf_counter()
     with torch.inference_mode():
-        for first in range(0, windows, batch):
-            model(x[: min(batch, windows - first)]).sigmoid()
+        for first in range(0, tiles, batch):
+            model(x[: min(batch, tiles - first)]).sigmoid()
     return time.perf_counter() - start
 
 
-def composite_seconds(dm) -> float:
-    """One composite of the whole region, band by band as the statistics pass reads it."""
-    from landslide_lit.data.windows import BAND_ROWS
-
-    windows = dm.windows(dm.test_region)
-    start = time.perf_counter()
-    for y0 in range(0, windows.plan.height, BAND_ROWS):
-        windows.read_rows(y0, min(y0 + BAND_ROWS, windows.plan.height))
-    return time.perf_counter() - start
-
-
-def encode_seconds(map_path: Path) -> float:
-    """The last map written again as compressed netCDF, with the writer's encoding."""
-    import xarray as xr
-
-    from landslide_lit.map_files import CHUNK, VARIABLE
-
-    with xr.open_dataset(map_path) as written:
-        probability = written[VARIABLE].load()
-    encoding = {"zlib": True, "complevel": 4, "shuffle": True, "chunksizes": (CHUNK, CHUNK)}
-    target = map_path.with_name("encode_floor.nc")
-    start = time.perf_counter()
-    probability.to_dataset().to_netcdf(target, encoding={VARIABLE: encoding})
-    seconds = time.perf_counter() - start
-    target.unlink()
-    return seconds
+def interleaved(runs: dict, repeats: int) -> dict[str, list[float]]:
+    """Every run once untimed (imports, allocator, worker), then in turn ``repeats`` times."""
+    for run in runs.values():
+        run()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(run())
+    return times
 
 
-def throughput(args) -> dict:
-    """Interleaved predict / bare forward on the larger region."""
+def throughput(args) -> tuple[list[list[str]], list[str]]:
+    """Target 2: predict against the one-pass floor, on the larger region."""
+    from landslide_lit.module import LandslideSegmenter
+
     size = args.sizes[-1]
-    dm, model, trainer, map_path = parts(
-        cube_root(size), args.encoder, args.batch, args.overlap, args.workers
-    )
-    dm.setup("predict")
-    windows = len(dm.datasets["predict"][0])
-    shape = (windows, args.batch, dm.chip_size, len(dm.channel_names))
-    # Untimed warm-up of both: imports (matplotlib, netCDF), the allocator, the worker.
-    predict_seconds(dm, model, trainer)
-    forward_seconds(model, *shape)
-    pipeline, bare, composite, encode, phases = [], [], [], [], []
-    for _ in range(args.repeats):
-        pipeline.append(predict_seconds(dm, model, trainer))
-        phases.append(clock_of(trainer).phases())
-        bare.append(forward_seconds(model, *shape))
-        composite.append(composite_seconds(dm))
-        encode.append(encode_seconds(map_path))
-    return {
-        "windows": windows,
-        "pipeline": pipeline,
-        "bare": bare,
-        "composite": composite,
-        "encode": encode,
-        "phases": phases,
+    root = cube_root(size)
+    dm = datamodule(root, args.batch)
+    model = LandslideSegmenter(channel_names=list(dm.channel_names), encoder_name=args.encoder)
+    model.eval()
+    channels = len(dm.channel_names)
+    default = Predict(model, root, args, dm.predict_window, "auto", True)
+    runs = {
+        "floor": lambda: floor_seconds(model.model, *size, args.batch, channels),
+        "default": default,
+        "float32": Predict(model, root, args, dm.predict_window, "32-true", True),
+        "128": Predict(model, root, args, CHIP, "auto", True),
+        "128 float32": Predict(model, root, args, CHIP, "32-true", False),
     }
+    t = interleaved(runs, args.repeats)
+    floor = median(t["floor"])
+    plan = default.windows.plan
+    region = f"{size[0]}x{size[1]}"
+    rows = [
+        [
+            f"one-pass floor: float32 forward over the {(size[0] // CHIP) * (size[1] // CHIP)} "
+            f"tiles of {CHIP} px of {region}",
+            f"{spread(t['floor'])} s",
+            "1",
+            "",
+            "",
+        ],
+        [
+            f"predict, default ({len(plan)} windows of {plan.shape[0]}x{plan.shape[1]}, overlap "
+            f"{plan.overlap}, "
+            f"{precision_used(model)}, channels-last) / floor",
+            f"{spread(t['default'])} s",
+            f"{floor / median(t['default']):.3f}",
+            ">= 1.0",
+            judged(floor / median(t["default"]) >= 1.0),
+        ],
+        [
+            "predict, default window, float32 channels-last (a CPU without native bf16) / floor",
+            f"{spread(t['float32'])} s",
+            f"{floor / median(t['float32']):.3f}",
+            "(information)",
+            "",
+        ],
+        [
+            f"predict, {len(runs['128'].windows)} windows of 128 (default inference options) "
+            "/ floor",
+            f"{spread(t['128'])} s",
+            f"{floor / median(t['128']):.3f}",
+            "(information)",
+            "",
+        ],
+        [
+            "predict, windows of 128, float32, contiguous (before issue 15) / floor",
+            f"{spread(t['128 float32'])} s",
+            f"{floor / median(t['128 float32']):.3f}",
+            "(information)",
+            "",
+        ],
+    ]
+    targets = [
+        target(
+            "2",
+            "whole-region predict (default window) / one-pass floor",
+            floor / median(t["default"]),
+            ">=",
+            1.0,
+        ),
+    ]
+    return rows, targets
+
+
+def precision_used(model) -> str:
+    """What ``predict_precision: auto`` runs here."""
+    from landslide_lit.module import native_cpu_bf16
+
+    return "bf16 (native on this CPU)" if native_cpu_bf16() else "float32 (no native bf16)"
+
+
+def cpu_options(args) -> tuple[list[list[str]], list[str]]:
+    """Target 3: the inference options at the default window, whole predicts, interleaved."""
+    import numpy as np
+    import torch
+
+    from landslide_lit.module import LandslideSegmenter
+
+    size = args.sizes[-1]
+    root = cube_root(size)
+    dm = datamodule(root, args.batch)
+    model = LandslideSegmenter(channel_names=list(dm.channel_names), encoder_name=args.encoder)
+    model.eval()
+    window = dm.predict_window
+    runs = {name: Predict(model, root, args, window, *o) for name, o in OPTIONS.items()}
+    cores = os.cpu_count() or 1
+    runs["default (auto, channels-last)"] = Predict(model, root, args, window, "auto", True)
+    if cores > 1:
+        runs[f"default, {cores} threads"] = Predict(model, root, args, window, "auto", True, cores)
+    t = interleaved(runs, args.repeats)
+    km2 = size[0] * size[1] * KM2_PER_PIXEL
+    reference = runs["float32"].map()
+    rows = []
+    for name, run in runs.items():
+        difference = np.nanmax(np.abs(run.map() - reference))
+        rows.append(
+            [
+                name,
+                f"{spread(t[name])} s",
+                f"{km2 / median(t[name]) * 60:.1f} km²/min",
+                f"{median(t['float32']) / median(t[name]):.2f}x",
+                f"{difference:.2g}",
+            ]
+        )
+    if args.compile:
+        rows.append(compiled(model, dm, runs["default (auto, channels-last)"]))
+    speedup = median(t["float32"]) / median(t["default (auto, channels-last)"])
+    targets = [
+        target(
+            "3",
+            f"CPU predict, default options / float32 contiguous "
+            f"({km2 / median(t['default (auto, channels-last)']) * 60:.1f} km²/min, "
+            f"{torch.get_num_threads()} thread)",
+            speedup,
+            ">=",
+            1.0,
+        )
+    ]
+    return rows, targets
+
+
+def compiled(model, dm, default) -> list[str]:
+    """torch.compile of the bare forward at the default window: compile time, steady state."""
+    import torch
+
+    h, w = default.windows.plan.shape
+    x = torch.randn(1, len(dm.channel_names), h, w).contiguous(memory_format=torch.channels_last)
+    network = model.model.to(memory_format=torch.channels_last)
+
+    def forward(net) -> float:
+        start = time.perf_counter()
+        with torch.inference_mode(), model.predict_autocast():
+            net(x)
+        return time.perf_counter() - start
+
+    fast = torch.compile(network)
+    first = forward(fast)
+    steady = median([forward(fast) for _ in range(3)])
+    eager = median([forward(network) for _ in range(3)])
+    return [
+        f"torch.compile, one {h}x{w} window (bare forward)",
+        f"compile + first {first:.1f} s; then {steady:.3f} s vs eager {eager:.3f} s",
+        f"{eager / steady:.2f}x steady",
+        f"pays off after {first / (eager - steady):.0f} windows" if steady < eager else "never",
+        "",
+    ]
+
+
+def accuracy(args) -> tuple[list[list[str]], list[str]]:
+    """The trained model's map with 128-pixel float32 windows (as before) and the defaults."""
+    import numpy as np
+    import torch
+
+    from landslide_lit.module import LandslideSegmenter
+    from landslide_lit.precision import average_precision
+
+    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    data = checkpoint["datamodule_hyper_parameters"]
+    model = LandslideSegmenter.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
+    root = cube_root((1024, 1024))
+    from landslide_lit.data.composite import CompositeSettings
+
+    settings = {"channels": data["channels"], "composite": CompositeSettings(**data["composite"])}
+    maps, labels = {}, None
+    default_window = datamodule(root, args.batch).predict_window
+    for name, window, precision, channels_last in (
+        ("128 float32", CHIP, "32-true", False),
+        ("default", default_window, "auto", True),
+    ):
+        run = Predict(model, root, args, window, precision, channels_last, **settings)
+        run()
+        maps[name] = run.map()
+        if labels is None:
+            labels = run.windows.read_rows(0, run.windows.plan.height)[1].astype(bool)
+    valid = np.isfinite(maps["128 float32"])
+    auprc = {k: average_precision(m[valid], labels[valid]) for k, m in maps.items()}
+    diff = np.abs(maps["default"] - maps["128 float32"])[valid]
+    gain = auprc["default"] - auprc["128 float32"]
+    rows = [[f"region AUPRC, {name}", f"{auprc[name]:.4f}"] for name in maps] + [
+        [
+            "map difference, default - 128 float32: max / mean / 99th percentile",
+            f"{diff.max():.3f} / {diff.mean():.4f} / {np.quantile(diff, 0.99):.4f}",
+        ]
+    ]
+    targets = [
+        target(
+            "2-accuracy",
+            "region AUPRC (default window) - AUPRC (128-pixel windows), trained model",
+            gain,
+            ">=",
+            -0.01,
+        )
+    ]
+    return rows, targets
 
 
 def memory(args, size: tuple[int, int]) -> dict:
     """In a fresh process: peak RSS of one predict above the RSS before it."""
-    dm, model, trainer, _ = parts(cube_root(size), args.encoder, args.batch, args.overlap)
+    from landslide_lit.module import LandslideSegmenter
+
+    root = cube_root(size)
+    dm = datamodule(root, args.batch)
+    model = LandslideSegmenter(channel_names=list(dm.channel_names), encoder_name=args.encoder)
+    run = Predict(model.eval(), root, args, dm.predict_window, "auto", True)
     before = reset_peak()
-    seconds = predict_seconds(dm, model, trainer)
+    seconds = run()
     return {"peak_mib": (peak_rss_bytes() - before) / 2**20, "seconds": seconds}
+
+
+def window_memory(encoder: str, side: int, bf16: bool) -> dict:
+    """In a fresh process: peak RSS of one window's forward above the RSS before it."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    network = smp.create_model(
+        "Unet", encoder_name=encoder, encoder_weights=None, in_channels=7, classes=1
+    ).eval()
+    network = network.to(memory_format=torch.channels_last)
+    x = torch.randn(1, 7, side, side).contiguous(memory_format=torch.channels_last)
+    before = reset_peak()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        network(x)
+    return {"peak_mib": (peak_rss_bytes() - before) / 2**20}
+
+
+def memory_rows(args, common: list[str]) -> list[list[str]]:
+    peaks = {
+        s: run_json([*common, "--child", "memory", "--size", *map(str, s)]) for s in args.sizes
+    }
+    small, large = (peaks[s]["peak_mib"] for s in args.sizes)
+    area = (args.sizes[1][0] * args.sizes[1][1]) / (args.sizes[0][0] * args.sizes[0][1])
+    rows = [
+        [
+            f"predict peak RSS above start, {s[0]}x{s[1]}",
+            f"{peaks[s]['seconds']:.1f} s",
+            f"{peaks[s]['peak_mib']:.0f} MiB",
+            "-",
+            "-",
+        ]
+        for s in args.sizes
+    ]
+    rows.append(
+        [
+            f"peak growth for {area:.0f}x the height, same width",
+            "",
+            f"{large / max(small, 1):.2f}x",
+            "< 1.5x",
+            judged(large < 1.5 * max(small, 1)),
+        ]
+    )
+    for side in (512, 1024):
+        for bf16 in (False, True):
+            extra = ["--child", "window", "--size", str(side), str(int(bf16))]
+            peak = run_json(["--encoder", "resnet50", *extra])["peak_mib"]
+            rows.append(
+                [
+                    f"one {side}x{side} window, ResNet-50 U-Net, {'bf16' if bf16 else 'float32'}, "
+                    "channels-last: peak RSS above start",
+                    "",
+                    f"{peak:.0f} MiB",
+                    "-",
+                    "-",
+                ]
+            )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default="resnet18", help="smp encoder (resnet50: published)")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--overlap", type=int, default=32)
+    parser.add_argument("--overlap", type=int, help="default: the data module's")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="loader workers of the throughput run (reads "
-        "bands beside the forward); the memory runs use none, one process holds everything",
+        "--workers", type=int, default=1, help="loader workers of the timed predicts"
     )
     parser.add_argument("--quick", action="store_true", help="512x512 and 2048x512 regions")
-    parser.add_argument("--child", choices=("memory",), help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help="a trained model: adds the accuracy table")
+    parser.add_argument("--compile", action="store_true", help="time torch.compile too")
+    parser.add_argument("--child", choices=("memory", "window"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     # Same width, 4x the height: the map is read and written in bands of rows, so memory
@@ -212,75 +467,36 @@ def main() -> None:
     args.sizes = [(512, 512), (2048, 512)] if args.quick else [(1024, 1024), (4096, 1024)]
     WORK.mkdir(parents=True, exist_ok=True)
     if args.child == "memory":
+        args.workers = 0  # one process holds everything
         print(json.dumps(memory(args, tuple(args.size))))
+        return
+    if args.child == "window":
+        print(json.dumps(window_memory(args.encoder, args.size[0], bool(args.size[1]))))
         return
     for size in args.sizes:
         cube_root(size)
     common = ["--encoder", args.encoder, "--batch", str(args.batch)]
-    common += ["--overlap", str(args.overlap)]
-    peaks = {
-        s: run_json([*common, "--child", "memory", "--size", *map(str, s)]) for s in args.sizes
-    }
-    result = throughput(args)
-    ratio = median(result["bare"]) / median(result["pipeline"])
-    floor = median(result["bare"]) + median(result["composite"]) + median(result["encode"])
-    floor_ratio = floor / median(result["pipeline"])
-    small, large = (peaks[s]["peak_mib"] for s in args.sizes)
-    area = (args.sizes[1][0] * args.sizes[1][1]) / (args.sizes[0][0] * args.sizes[0][1])
-    rows = [
-        [
-            f"throughput, {result['windows']} windows of {args.sizes[-1][0]}x{args.sizes[-1][1]}",
-            f"predict {spread(result['pipeline'])} s vs forward {spread(result['bare'])} s",
-            f"{ratio:.3f}",
-            f">= {TARGET}",
-            judged(ratio >= TARGET),
-        ],
-        [
-            "throughput against the floor: forward + one composite + netCDF encoding",
-            f"forward {median(result['bare']):.1f} + composite {spread(result['composite'])} + "
-            f"encoding {spread(result['encode'])} = {floor:.1f} s",
-            f"{floor_ratio:.3f}",
-            f">= {TARGET}",
-            judged(floor_ratio >= TARGET),
-        ],
-        [
-            "predict's phases: before the first batch (set-up, statistics pass); between "
-            "batches (loading, standardising); after the last (finishing the map)",
-            "; ".join(
-                f"{name} {spread([p[name] for p in result['phases']])} s"
-                for name in ("before", "between", "after")
-            ),
-            "-",
-            "(information)",
-            "",
-        ],
-        *[
-            [
-                f"peak RSS above start, {s[0]}x{s[1]}",
-                f"{peaks[s]['seconds']:.1f} s",
-                f"{peaks[s]['peak_mib']:.0f} MiB",
-                "-",
-                "-",
-            ]
-            for s in args.sizes
-        ],
-        [
-            f"peak growth for {area:.0f}x the height, same width",
-            "",
-            f"{large / max(small, 1):.2f}x",
-            "< 1.5x",
-            judged(large < 1.5 * max(small, 1)),
-        ],
-    ]
-    print(
-        header(
-            "Whole-region predict",
-            f"U-Net {args.encoder}, batch {args.batch}, overlap {args.overlap}, 7 channels, "
-            f"{args.workers} loader worker(s) for throughput, none for memory, "
-            "CPU fp32; throughput = bare forward time / predict time over the same windows.",
-        )
+    if args.overlap is not None:
+        common += ["--overlap", str(args.overlap)]
+    what = (
+        f"U-Net {args.encoder}, batch {args.batch} chips of {CHIP} px (a predict batch holds "
+        f"as many pixels), overlap {args.overlap or 'default'}, 7 channels, {args.workers} loader "
+        f"worker(s); ratios are floor (or float32) time / predict time."
     )
-    print(table(["measure", "times", "value", "target", "verdict"], rows))
+    print(header("Whole-region predict", what))
+    rows, targets = throughput(args)
+    print(table(["measure", "times", "ratio", "target", "verdict"], rows))
+    option_rows, option_targets = cpu_options(args)
+    print("CPU inference options, whole predicts at the default window:\n")
+    print(table(["options", "times", "mapped", "speed-up", "max map difference"], option_rows))
+    targets += option_targets
+    if args.checkpoint:
+        accuracy_rows, accuracy_targets = accuracy(args)
+        print("Accuracy of a trained model, synthetic Talakmau 1024 x 1024:\n")
+        print(table(["measure", "value"], accuracy_rows))
+        targets += accuracy_targets
+    print(table(["measure", "times", "value", "target", "verdict"], memory_rows(args, common)))
+    print("\n".join(targets))
     sys.stdout.flush()
 
 

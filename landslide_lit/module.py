@@ -27,8 +27,9 @@ gathered or summed, so the figures equal a single process's.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, get_args
 
 import lightning as L
 import segmentation_models_pytorch as smp
@@ -62,9 +63,17 @@ from landslide_lit.thresholds import (
     stored_thresholds,
 )
 
-__all__ = ["IGNORE_INDEX", "BCEWithLogits", "LandslideSegmenter", "Loss"]
+__all__ = [
+    "IGNORE_INDEX",
+    "BCEWithLogits",
+    "LandslideSegmenter",
+    "Loss",
+    "PredictPrecision",
+    "native_cpu_bf16",
+]
 
 Loss = Literal["bce", "dice", "focal", "bce+dice"]
+PredictPrecision = Literal["auto", "32-true", "bf16-mixed"]
 
 IGNORE_INDEX = -1
 """Target value of pixels left out of the loss when ``ignore_invalid`` is set."""
@@ -116,6 +125,17 @@ class LandslideSegmenter(L.LightningModule):
             pixel kept on every device and gathered at epoch end). Test metrics are
             always exact.
         auprc_bins: probability bins of the binned validation metrics.
+        predict_precision: arithmetic of ``predict``'s forward. ``bf16-mixed``: bfloat16
+            autocast, about 1.7x faster on a CPU with bfloat16 instructions (AVX512-BF16
+            or AMX), the map 0.0007 from float32's on average (99 % of pixels within 0.004,
+            all within 0.04 on the demo model, region AUPRC within 0.0005); ``32-true``: float32
+            throughout, even under a mixed ``--trainer.precision``; ``auto``:
+            ``bf16-mixed`` on such a CPU when the trainer's precision is float32, else
+            the trainer's precision (float32 by default; a CPU without bfloat16
+            instructions only emulates it, slower than float32).
+        predict_channels_last: run ``predict``'s forward with channels-last tensors
+            (faster convolutions on CPUs and on GPUs' tensor cores; the same map to
+            float rounding).
     """
 
     def __init__(
@@ -133,8 +153,15 @@ class LandslideSegmenter(L.LightningModule):
         scheduler_monitor: str = "train/loss",
         val_auprc: Literal["exact", "binned"] = "binned",
         auprc_bins: int = 65536,
+        predict_precision: PredictPrecision = "auto",
+        predict_channels_last: bool = True,
     ) -> None:
         super().__init__()
+        if predict_precision not in get_args(PredictPrecision):
+            raise ConfigError(
+                f"--model.predict_precision={predict_precision!r}: use one of "
+                f"{', '.join(get_args(PredictPrecision))}"
+            )
         # Factories stay out of the checkpoint: classes and partials would not load with
         # torch.load(weights_only=True). LightningCLI's saved config keeps them.
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
@@ -144,6 +171,7 @@ class LandslideSegmenter(L.LightningModule):
         self.losses = nn.ModuleDict()
         self.thresholds: dict[str, Any] | None = None
         """Operating points of the train region's validation (see the module docstring)."""
+        self._layout = torch.contiguous_format
         self.configure_models()
         self.configure_losses()
 
@@ -341,9 +369,34 @@ class LandslideSegmenter(L.LightningModule):
         self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Tensor]:
         """Landslide probability (B, 1, H, W) float32, the batch's ``origin`` and, when it
-        has them, ``valid`` and ``mask``: what ``maps.ProbabilityMapWriter`` blends."""
-        out = {"probability": self(batch["image"]).float().sigmoid(), "origin": batch["origin"]}
+        has them, ``valid`` and ``mask``: what ``maps.ProbabilityMapWriter`` blends.
+
+        The forward runs in ``predict_precision`` and, with ``predict_channels_last``,
+        channels-last (the network is converted at the first batch and stays so).
+        """
+        layout = (
+            torch.channels_last if self.hparams.predict_channels_last else torch.contiguous_format
+        )
+        if self._layout != layout:
+            self.model.to(memory_format=layout)
+            self._layout = layout
+        with self.predict_autocast():
+            logits = self(batch["image"].contiguous(memory_format=layout))
+        out = {"probability": logits.float().sigmoid(), "origin": batch["origin"]}
         return out | {key: batch[key] for key in ("valid", "mask") if key in batch}
+
+    def predict_autocast(self) -> AbstractContextManager:
+        """The autocast of ``predict_precision`` (see the class) on this module's device."""
+        precision = self.hparams.predict_precision
+        if precision == "auto":
+            trainer_precision = "32-true" if self._trainer is None else self._trainer.precision
+            native = self.device.type == "cpu" and native_cpu_bf16()
+            precision = "bf16-mixed" if native and trainer_precision == "32-true" else None
+        if precision is None:
+            return nullcontext()
+        if precision == "32-true":
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """The optimiser, and the scheduler following ``scheduler_monitor`` if one is set."""
@@ -367,3 +420,11 @@ class LandslideSegmenter(L.LightningModule):
         """
         kwargs.setdefault("encoder_weights", None)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): only then is
+    bfloat16 faster than float32 on it."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: may go
+    return any(getattr(cpu, name, lambda: False)() for name in checks)

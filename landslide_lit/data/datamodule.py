@@ -30,7 +30,7 @@ from landslide_lit.data.preparation import ChipPreparer
 from landslide_lit.data.settings import sar_channel_indices
 from landslide_lit.data.splits import ChipDataset, SplitMethod, split_dataset, split_indices
 from landslide_lit.data.stats import ChannelStats, standardise
-from landslide_lit.data.windows import WindowDataset
+from landslide_lit.data.windows import WindowDataset, default_overlap
 from landslide_lit.distributed import (
     EvaluationShard,
     ResumableLoader,
@@ -70,9 +70,19 @@ class LandslideDataModule(L.LightningDataModule):
         composite: how before/after composites are made.
         chip_size: chip side in pixels (128 as published).
         stride: grid step (default: the chip size, non-overlapping as published).
-        predict_overlap: pixels shared by neighbouring windows of ``predict``, which
-            covers the whole region with ``chip_size`` windows and blends their overlaps
-            (0 <= overlap < chip_size; 0: plain chip predictions).
+        predict_window: the largest side in pixels of the windows ``predict`` covers the
+            region with (a multiple of 32). The network is fully convolutional, so windows
+            larger than the training chips give the same map up to the edge effects
+            blended away by the overlap, at a fraction of the cost: with 128-pixel windows
+            overlapping by 32 each pixel is computed about 1.8 times. 512 (the default)
+            costs per pixel what a 128-pixel chip does on a CPU (larger ones spill the
+            caches); windows shrink to the smallest multiple of 32 that covers the region
+            (see :func:`~landslide_lit.data.windows.axis_windows`). A batch holds about as
+            many pixels as ``batch_size`` training chips, and at least one window.
+        predict_overlap: pixels shared at least by neighbouring windows of ``predict``,
+            blended with a raised-cosine ramp (0 <= overlap < predict_window); default
+            64, or a quarter of a smaller window (32 for 128), see
+            :func:`~landslide_lit.data.windows.default_overlap`.
         keep: ``positive`` chips with a landslide pixel (published) or every
             ``valid`` chip with SAR data (training and evaluation chips).
         split: ``random`` (published: 0.7/0.2/0.1, seed 42) or spatial ``block``.
@@ -107,7 +117,8 @@ class LandslideDataModule(L.LightningDataModule):
         composite: CompositeSettings = CompositeSettings(),  # noqa: B008 - frozen dataclass
         chip_size: int = 128,
         stride: int | None = None,
-        predict_overlap: int = 32,
+        predict_window: int = 512,
+        predict_overlap: int | None = None,
         keep: Keep = "positive",
         split: SplitMethod = "random",
         split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1),
@@ -122,9 +133,12 @@ class LandslideDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment"])
+        if predict_overlap is None and isinstance(predict_window, int):
+            predict_overlap = default_overlap(predict_window)
         check_options(
             chip_size=chip_size,
             stride=stride,
+            predict_window=predict_window,
             predict_overlap=predict_overlap,
             batch_size=batch_size,
             num_workers=num_workers,
@@ -140,6 +154,7 @@ class LandslideDataModule(L.LightningDataModule):
         self.composite = composite
         self.chip_size = chip_size
         self.stride = stride
+        self.predict_window = predict_window
         self.predict_overlap = predict_overlap
         self.keep = keep
         self.split = split
@@ -279,13 +294,14 @@ class LandslideDataModule(L.LightningDataModule):
                 self._stream_stats(region, windows)
 
     def windows(self, region: Region) -> WindowDataset:
-        """Every ``chip_size`` window of ``region``, ``predict_overlap`` apart, read by bands."""
+        """The windows (at most ``predict_window`` a side, overlapping by at least
+        ``predict_overlap``) covering ``region``, read by bands."""
         return WindowDataset(
             self.cube_path(region),
             region,
             self.channel_names,
             self.composite,
-            self.chip_size,
+            self.predict_window,
             self.predict_overlap,
         )
 
@@ -314,10 +330,18 @@ class LandslideDataModule(L.LightningDataModule):
 
     # -- loaders ----------------------------------------------------------
 
-    def _loader(self, dataset: ChipDataset | WindowDataset) -> DataLoader:
+    def _loader(
+        self, dataset: ChipDataset | WindowDataset, batch_size: int | None = None
+    ) -> DataLoader:
         """An evaluation loader of this process's shard, each chip on one rank only."""
         rank, world = rank_and_world(self.trainer)
-        return DataLoader(dataset, sampler=EvaluationShard(dataset, world, rank), **self._loading)
+        loading = self._loading | ({} if batch_size is None else {"batch_size": batch_size})
+        return DataLoader(dataset, sampler=EvaluationShard(dataset, world, rank), **loading)
+
+    def windows_per_batch(self, windows: WindowDataset) -> int:
+        """Windows of a predict batch: about the pixels of a training batch, at least one."""
+        height, width = windows.plan.shape
+        return max(1, self.batch_size * self.chip_size**2 // (height * width))
 
     @property
     def _loading(self) -> dict[str, Any]:
@@ -345,7 +369,7 @@ class LandslideDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> list[DataLoader]:
         """The windows' loaders; asked for after Lightning restored the checkpoint."""
         self._require_checkpoint_stats()
-        return [self._loader(d) for d in self.datasets["predict"]]
+        return [self._loader(d, self.windows_per_batch(d)) for d in self.datasets["predict"]]
 
     def _require_checkpoint_stats(self) -> None:
         """``norm_stats: train`` needs the checkpoint's statistics: predict never reads the

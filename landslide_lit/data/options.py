@@ -8,7 +8,7 @@ from typing import Any, get_args
 
 from landslide_lit.data.chips import Keep
 from landslide_lit.data.settings import resolve_channels
-from landslide_lit.data.windows import check_overlap
+from landslide_lit.data.windows import check_overlap, check_window
 from landslide_lit.errors import ConfigError
 
 __all__ = ["channel_names", "check_options"]
@@ -18,6 +18,7 @@ def check_options(
     *,
     chip_size: int,
     stride: int | None,
+    predict_window: int,
     predict_overlap: int,
     batch_size: int,
     num_workers: int,
@@ -29,13 +30,14 @@ def check_options(
 ) -> None:
     """One :class:`ConfigError` naming the first option that makes no sense.
 
-    ``chip_size`` comes before ``predict_overlap``, whose range it sets.
+    ``predict_window`` comes before ``predict_overlap``, whose range it sets.
     """
     _at_least(chip_size, 1, "chip_size", "the chip side in pixels (128 as published)")
     if stride is not None:
         _at_least(stride, 1, "stride", "the chip grid's step in pixels (default: the chip size)")
     try:
-        check_overlap(predict_overlap, chip_size)
+        check_window(predict_window)
+        check_overlap(predict_overlap, predict_window)
     except ValueError as error:
         raise _option_error(error) from None
     _at_least(batch_size, 1, "batch_size", "chips per batch and process")
