@@ -455,7 +455,7 @@ def _provenance(
             "source_cube": str(windows.path),
             "checkpoint": str(trainer.ckpt_path or ""),
             "channels": ",".join(windows.channels),
-            "window_size": windows.plan.size,
+            "window_shape": list(windows.plan.shape),
             "window_overlap": windows.plan.overlap,
             "blending": "raised-cosine ramp over the overlap, normalised by summed weights",
             "history": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} "
@@ -498,10 +498,11 @@ class _Spill:
 
     def __init__(self, plan: WindowPlan, stem: Path, members: int = 1) -> None:
         self.plan = plan
+        self.rows = plan.shape[0]  # the band one window high
         self.paths = (stem.with_suffix(".sum"), stem.with_suffix(".flags"))
         self.buffers = (
-            np.zeros((plan.size, members, plan.width), np.float32),
-            np.zeros((plan.size, plan.width), np.uint8),
+            np.zeros((self.rows, members, plan.width), np.float32),
+            np.zeros((self.rows, plan.width), np.uint8),
         )
         self.files = [path.open("wb") for path in self.paths]
         self.top = 0
@@ -524,7 +525,7 @@ class _Spill:
         n = end - self.top
         if n <= 0:
             return
-        k = min(n, self.plan.size)
+        k = min(n, self.rows)
         for buffer, file in zip(self.buffers, self.files, strict=True):
             file.write(buffer[:k].tobytes())
             file.seek((n - k) * buffer[0].nbytes, 1)  # rows no window of ours reached: zeros

@@ -142,7 +142,9 @@ def predicted_map(model: LandslideSegmenter, dm: LandslideDataModule, folder: Pa
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[
-            ProbabilityMapWriter(output_dir=str(folder), formats=["netcdf"], quicklook=False)
+            ProbabilityMapWriter(
+                output_dir=str(folder), formats=["netcdf"], quicklook=False, threshold="none"
+            )
         ],
     )
     trainer.predict(model, datamodule=dm)
