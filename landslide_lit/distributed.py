@@ -81,14 +81,16 @@ class EvaluationShard(DistributedSampler):
     Shards differ in length by at most one and together hold every index exactly once.
     Every rank needs at least one chip: a rank without batches would not join the
     collective reductions of the epoch's metrics and the others would wait forever.
+    ``fix``: for predict windows, how to get more of them (said after the devices).
     """
 
-    def __init__(self, dataset: Sized, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(self, dataset: Sized, num_replicas: int = 1, rank: int = 0, fix: str = "") -> None:
         if len(dataset) < num_replicas:
+            what = "predict windows" if fix else "evaluation chips"
             raise ConfigError(
-                f"{len(dataset)} evaluation chips cannot be shared by {num_replicas} "
+                f"{len(dataset)} {what} cannot be shared by {num_replicas} "
                 "processes: every process needs at least one; use fewer devices "
-                "(--trainer.devices, --trainer.num_nodes)"
+                f"(--trainer.devices, --trainer.num_nodes){fix}"
             )
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
         self.num_samples = len(range(rank, len(dataset), num_replicas))

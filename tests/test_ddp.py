@@ -203,8 +203,11 @@ def test_evaluation_shards_hold_every_chip_once(world):
         assert sorted(indices) == list(range(n))
         assert [len(list(s)) for s in shards] == [len(s) for s in shards]
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="evaluation chips .* at least one"):
         EvaluationShard(range(world - 1), world, 0)
+    fix = ", or smaller windows (--data.predict_window, now 512)"
+    with pytest.raises(ValueError, match=r"predict windows .*--data.predict_window, now 512\)$"):
+        EvaluationShard(range(world - 1), world, 0, fix)
 
 
 def test_training_order_depends_only_on_seed_epoch_and_rank():
@@ -300,7 +303,10 @@ def test_ddp_predict_writes_one_map_equal_to_one_process(ddp_fit, tmp_path):
     for name, extra in (("single", []), ("ddp", ["--trainer.strategy=ddp_spawn", *TWO_PROCESSES])):
         folder = tmp_path / name
         folder.mkdir()
-        evaluate(checkpoint, "predict", folder, "--region=talakmau", *extra)
+        # 128-pixel windows: several per rank on this small region (512 would give one)
+        evaluate(
+            checkpoint, "predict", folder, "--region=talakmau", "--data.predict_window=128", *extra
+        )
         (path,) = folder.glob("runs/landslide/version_*/predictions/talakmau_*.nc")
         with xr.open_dataset(path) as written:
             maps[name] = written["landslide_probability"].values

@@ -336,7 +336,11 @@ class LandslideDataModule(L.LightningDataModule):
         """An evaluation loader of this process's shard, each chip on one rank only."""
         rank, world = rank_and_world(self.trainer)
         loading = self._loading | ({} if batch_size is None else {"batch_size": batch_size})
-        return DataLoader(dataset, sampler=EvaluationShard(dataset, world, rank), **loading)
+        fix = ""
+        if isinstance(dataset, WindowDataset):
+            fix = f", or smaller windows (--data.predict_window, now {self.predict_window})"
+        shard = EvaluationShard(dataset, world, rank, fix)
+        return DataLoader(dataset, sampler=shard, **loading)
 
     def windows_per_batch(self, windows: WindowDataset) -> int:
         """Windows of a predict batch: about the pixels of a training batch, at least one."""
