@@ -56,6 +56,9 @@ OPTIONS = {  # name: (predict_precision, predict_channels_last)
     "bf16 channels-last": ("bf16-mixed", True),
 }
 
+ALL_OUTPUTS = {"formats": ["netcdf", "geotiff"], "quicklook": True, "threshold": 0.5}
+"""The memory runs' map outputs: a default predict's (a threshold: its mask and polygons)."""
+
 
 def target(ident: str, description: str, ratio: float, op: str, goal: float) -> str:
     """The line bench/run_all.py collects."""
@@ -89,10 +92,12 @@ def datamodule(root: Path, batch: int, workers: int = 0, **data):
     )
 
 
-def trainer(out: Path) -> L.Trainer:
+def trainer(out: Path, **maps) -> L.Trainer:
+    """A predict trainer; ``maps``: the writer's options (default: the netCDF map alone)."""
     from landslide_lit.maps import ProbabilityMapWriter
 
-    writer = ProbabilityMapWriter(output_dir=str(out), formats=["netcdf"], quicklook=False)
+    options = {"formats": ["netcdf"], "quicklook": False, "threshold": "none", **maps}
+    writer = ProbabilityMapWriter(output_dir=str(out), **options)
     return L.Trainer(
         accelerator="cpu",
         logger=False,
@@ -105,7 +110,9 @@ def trainer(out: Path) -> L.Trainer:
 class Predict:
     """One predict setting: its data module, trainer and output folder, run again and again."""
 
-    def __init__(self, model, root, args, window, precision, channels_last, threads=None, **data):
+    def __init__(
+        self, model, root, args, window, precision, channels_last, threads=None, maps=None, **data
+    ):
         self.model, self.threads = model, threads
         self.options = (precision, channels_last)
         self.dm = datamodule(
@@ -117,7 +124,7 @@ class Predict:
             **data,
         )
         self.out = Path(tempfile.mkdtemp(dir=WORK))
-        self.trainer = trainer(self.out)
+        self.trainer = trainer(self.out, **(maps or {}))
 
     def __call__(self) -> float:
         import torch
@@ -383,7 +390,7 @@ def memory(args, size: tuple[int, int]) -> dict:
     root = cube_root(size)
     dm = datamodule(root, args.batch)
     model = LandslideSegmenter(channel_names=list(dm.channel_names), encoder_name=args.encoder)
-    run = Predict(model.eval(), root, args, dm.predict_window, "auto", True)
+    run = Predict(model.eval(), root, args, dm.predict_window, "auto", True, maps=ALL_OUTPUTS)
     before = reset_peak()
     seconds = run()
     return {"peak_mib": (peak_rss_bytes() - before) / 2**20, "seconds": seconds}
