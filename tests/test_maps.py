@@ -94,8 +94,10 @@ def datamodule(root: Path, region: str = "talakmau", **kwargs) -> LandslideDataM
 
 @pytest.fixture()
 def small_bands(monkeypatch):
-    """Bands of a few windows and merges of 256 rows: every streaming path runs."""
+    """Bands of a few windows, tiles and strips of 128 columns (three: the last 36 wide)
+    and merges of 256 rows: every streaming path runs."""
     monkeypatch.setattr(windows_module, "BAND_ROWS", 200)
+    monkeypatch.setattr(windows_module, "TILE_COLUMNS", 128)
     monkeypatch.setattr(maps, "MERGE_PIXELS", 1)
 
 
@@ -217,14 +219,20 @@ def test_a_region_smaller_than_a_window_is_padded(cube_root, tmp_path):
     assert not list(tmp_path.glob(".*partial*"))  # spill files removed
 
 
-def test_predict_reads_back_the_composite_of_its_statistics_pass(cube_root, small_bands):
-    """The statistics pass keeps the composite on disk; the windows read from it are the
-    windows composited from the cube, bit for bit, and teardown removes it."""
-    dm = datamodule(cube_root)
+@pytest.mark.parametrize("window", [512, 96])
+def test_predict_reads_back_the_composite_of_its_statistics_pass(cube_root, small_bands, window):
+    """The statistics pass composites tile by tile and keeps the composite on disk in strips
+    of columns; the windows read from it (each alone, across strips) are the windows
+    composited from the cube in full-width bands, bit for bit, and teardown removes it."""
+    dm = datamodule(cube_root, predict_window=window)
     dm.setup("predict")
     windows = dm.datasets["predict"][0]
     folder = windows.store.folder
-    assert sorted(p.name for p in folder.iterdir()) == ["image.f32", "label.u8"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"{kind}.{strip}.{suffix}"
+        for kind, suffix in (("image", "f32"), ("label", "u8"))
+        for strip in (0, 1, 2)
+    ]
     kept = [windows[i] for i in range(len(windows))]
     windows.release()
     assert not folder.exists() and windows.store is None
@@ -245,7 +253,7 @@ def no_room(monkeypatch):
 
 
 def disk_full_while_writing(monkeypatch):
-    def append(self, image, label):
+    def append(self, x0, image, label):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(CompositeStore, "append", append)

@@ -1,4 +1,4 @@
-"""A region's composite held on disk while the region is predicted, read back by rows."""
+"""A region's composite held on disk while the region is predicted, read back by windows."""
 
 from __future__ import annotations
 
@@ -20,19 +20,23 @@ COMPOSITE_PREFIX = "landslide-lit-"
 
 
 class CompositeStore:
-    """A region's composite held on disk while it is predicted, read back by rows.
+    """A region's composite held on disk while it is predicted, read back by windows.
 
-    Two raw files in a temporary folder (``TMPDIR``): the image as (y, channel, x) float32,
-    so that any run of rows is one contiguous read, and the labels as (y, x) uint8
-    (``landslides > 0``). Rows are appended top to bottom and read with plain file reads
-    (no memory map), so memory holds only the rows asked for. The folder is removed by
-    :meth:`remove`, or when the process that made it exits; copies sent to loader workers
-    only read. Its name carries the owner's process id and host, so that the folders of a
-    killed process are removed by the next store made on that host (:func:`remove_stale`).
+    The region is cut into strips of ``strip`` columns; each strip is two raw files in a
+    temporary folder (``TMPDIR``): the image as (y, channel, x) float32, so that any run of
+    rows of a strip is one contiguous read, and the labels as (y, x) uint8
+    (``landslides > 0``). Tiles are appended top to bottom, strip by strip, and read with
+    plain file reads (no memory map), so memory holds only the strips' rows asked for,
+    whatever the region's width. The folder is removed by :meth:`remove`, or when the
+    process that made it exits; copies sent to loader workers only read. Its name carries
+    the owner's process id and host, so that the folders of a killed process are removed
+    by the next store made on that host (:func:`remove_stale`).
     """
 
-    def __init__(self, region: str, channels: int, width: int, labels: bool) -> None:
-        self.channels, self.width, self.labels, self.rows = channels, width, labels, 0
+    def __init__(self, region: str, channels: int, width: int, labels: bool, strip: int) -> None:
+        self.channels, self.width, self.labels, self.strip = channels, width, labels, strip
+        self.rows = 0  # rows every strip holds
+        self._strip_rows = [0] * -(-width // strip)
         prefix = f"{COMPOSITE_PREFIX}{region}-composite-{owner_tag()}-"
         self.folder = Path(tempfile.mkdtemp(prefix=prefix))
         self._remove = weakref.finalize(self, _remove_folder, self.folder, os.getpid())
@@ -44,25 +48,50 @@ class CompositeStore:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_remove": None}  # a copy never removes the folder
 
-    def append(self, image: np.ndarray, label: np.ndarray | None) -> None:
-        """Add the next rows: ``image`` (C, rows, W) float32, ``label`` (rows, W) uint8."""
-        with open(self.folder / "image.f32", "ab") as out:
+    def _paths(self, strip: int) -> tuple[Path, Path]:
+        return self.folder / f"image.{strip}.f32", self.folder / f"label.{strip}.u8"
+
+    def _columns(self, strip: int) -> int:
+        return min(self.strip, self.width - strip * self.strip)
+
+    def append(self, x0: int, image: np.ndarray, label: np.ndarray | None) -> None:
+        """Add the next rows of the strip starting at column ``x0``: ``image`` (C, rows, w)
+        float32 and ``label`` (rows, w) uint8, ``w`` the strip's columns."""
+        strip, rest = divmod(x0, self.strip)
+        if rest or image.shape[2] != self._columns(strip):
+            raise ValueError(f"a tile at column {x0}, {image.shape[2]} wide, is not a strip")
+        image_path, label_path = self._paths(strip)
+        with open(image_path, "ab") as out:
             np.ascontiguousarray(image.transpose(1, 0, 2), np.float32).tofile(out)
         if self.labels:
-            with open(self.folder / "label.u8", "ab") as out:
+            with open(label_path, "ab") as out:
                 np.ascontiguousarray(label, np.uint8).tofile(out)
-        self.rows += image.shape[1]
+        self._strip_rows[strip] += image.shape[1]
+        self.rows = min(self._strip_rows)
 
-    def read(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Rows [y0, y1): the image (C, rows, W) (a view of a fresh read) and the labels."""
-        if not 0 <= y0 <= y1 <= self.rows:
-            raise IndexError(f"rows [{y0}, {y1}) outside the {self.rows} stored in {self.folder}")
-        image = read_raw_rows(
-            self.folder / "image.f32", np.float32, (self.channels, self.width), y0, y1
-        )
-        label = None
-        if self.labels:
-            label = read_raw_rows(self.folder / "label.u8", np.uint8, (self.width,), y0, y1)
+    def read(
+        self, y0: int, y1: int, x0: int = 0, x1: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows [y0, y1) and columns [x0, x1) (default: all): the image (C, rows, columns)
+        and the labels (rows, columns), read from the strips they cross."""
+        x1 = self.width if x1 is None else x1
+        if not (0 <= y0 <= y1 <= self.rows and 0 <= x0 <= x1 <= self.width):
+            raise IndexError(
+                f"rows [{y0}, {y1}), columns [{x0}, {x1}) outside the {self.rows} x "
+                f"{self.width} stored in {self.folder}"
+            )
+        image = np.empty((y1 - y0, self.channels, x1 - x0), np.float32)
+        label = np.empty((y1 - y0, x1 - x0), np.uint8) if self.labels else None
+        for strip in range(x0 // self.strip, -(-x1 // self.strip)):
+            left = strip * self.strip
+            a, b = max(x0, left) - left, min(x1, left + self._columns(strip)) - left
+            image_path, label_path = self._paths(strip)
+            shape = (self.channels, self._columns(strip))
+            part = read_raw_rows(image_path, np.float32, shape, y0, y1)
+            image[..., left + a - x0 : left + b - x0] = part[..., a:b]
+            if label is not None:
+                part = read_raw_rows(label_path, np.uint8, shape[1:], y0, y1)
+                label[:, left + a - x0 : left + b - x0] = part[:, a:b]
         return image.transpose(1, 0, 2), label
 
     def remove(self) -> None:

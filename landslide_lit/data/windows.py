@@ -12,11 +12,13 @@ everywhere, divided by the summed weights of every window covering a pixel, so t
 weights of a pixel add up to one: a constant model gives a constant map, and where one
 window covers a pixel it is that window's prediction.
 
-Windows are read in bands: runs of consecutive window rows whose composite is built at once
-by :func:`build_composite` from a lazy row slice of the cube, or, once a statistics pass has
-composited the whole region, read back from the
-:class:`~landslide_lit.data.store.CompositeStore` it left on disk.
-Memory holds one band (its rows x the region's width), never the whole region.
+The statistics pass (:meth:`WindowDataset.moments`) composites the region tile by tile
+(:data:`BAND_ROWS` x :data:`TILE_COLUMNS`) with :func:`build_composite` from lazy slices of
+the cube, and keeps it on disk in a :class:`~landslide_lit.data.store.CompositeStore`, from
+which each window is read alone: memory holds a tile or a window, whatever the region's
+size. Without that store (no room in ``TMPDIR``), windows are read in bands: runs of
+consecutive window rows composited at once from the cube, one band (its rows x the region's
+width) in memory.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from landslide_lit.regions import Region
 __all__ = [
     "BAND_ROWS",
     "MULTIPLE",
+    "TILE_COLUMNS",
     "WindowDataset",
     "WindowPlan",
     "axis_windows",
@@ -62,6 +65,10 @@ log = logging.getLogger(__name__)
 BAND_ROWS = 512
 """Rows a band of windows aims at (one zarr chunk row of the published and synthetic
 cubes); a band is never shorter than one window."""
+
+TILE_COLUMNS = 512
+"""Columns of a tile of the statistics pass and of a strip of the kept composite (one zarr
+chunk column of the published and synthetic cubes): memory does not grow with the width."""
 
 
 MULTIPLE = 32
@@ -294,7 +301,13 @@ class WindowDataset(Dataset):
         """
         if self.store is not None:
             return self.store.read(y0, y1)
-        cube = self._open().isel({self.region.names.y: slice(y0, y1)})
+        return self._composite(slice(y0, y1), slice(None))
+
+    def _composite(self, rows: slice, columns: slice) -> tuple[np.ndarray, np.ndarray | None]:
+        """The composite and labels of a slice of the cube (per-pixel: the same values as
+        those of any larger slice)."""
+        names = self.region.names
+        cube = self._open().isel({names.y: rows, names.x: columns})
         with _quiet():
             composite = build_composite(cube, self.region, self.channels, self.settings, "allow")
         label = None
@@ -303,18 +316,23 @@ class WindowDataset(Dataset):
         return composite["image"].values, label
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        band = self.plan.band_of(index)
-        if self._band is None or self._band[0] != band:
-            self._band = None  # one band in memory at a time
-            self._band = (band, *self.read_rows(*self.plan.bands[band]))
-        _, image, label = self._band
         y, x = self.plan.origin(index)
-        top = y - self.plan.bands[band][0]
         h, w = self.plan.shape
+        if self.store is not None:  # the window alone
+            y1, x1 = min(y + h, self.plan.height), min(x + w, self.plan.width)
+            image, label = self.store.read(y, y1, x, x1)
+            top, x = 0, 0
+        else:
+            band = self.plan.band_of(index)
+            if self._band is None or self._band[0] != band:
+                self._band = None  # one band in memory at a time
+                self._band = (band, *self.read_rows(*self.plan.bands[band]))
+            _, image, label = self._band
+            top = y - self.plan.bands[band][0]
         window = np.full((image.shape[0], h, w), np.nan, np.float32)
         crop = image[:, top : top + h, x : x + w]
         window[:, : crop.shape[1], : crop.shape[2]] = crop
-        item = {"image": torch.from_numpy(window), "origin": torch.tensor([y, x])}
+        item = {"image": torch.from_numpy(window), "origin": torch.tensor(self.plan.origin(index))}
         if label is not None:
             target = np.zeros((h, w), np.uint8)
             cut = label[top : top + h, x : x + w]
@@ -336,10 +354,13 @@ class WindowDataset(Dataset):
         moments = RunningMoments(len(self.channels))
         self.release()
         store = self._new_store() if store_composite else None
-        for y0 in range(0, self.plan.height, BAND_ROWS):
-            image, label = self.read_rows(y0, min(y0 + BAND_ROWS, self.plan.height))
-            store = self._append(store, image, label)
-            moments.add(image)
+        height, width = self.plan.height, self.plan.width
+        for y0 in range(0, height, BAND_ROWS):
+            for x0 in range(0, width, TILE_COLUMNS):
+                rows = slice(y0, min(y0 + BAND_ROWS, height))
+                image, label = self._composite(rows, slice(x0, min(x0 + TILE_COLUMNS, width)))
+                store = self._append(store, x0, image, label)
+                moments.add(image)
         empty = [self.channels[c] for c in self.sar_channels if moments.count[c] == 0]
         if empty:
             if store is not None:
@@ -376,16 +397,17 @@ class WindowDataset(Dataset):
                 free / 2**30,
             )
             return None
-        return CompositeStore(self.region.name, channels, plan.width, self.has_labels)
+        return CompositeStore(self.region.name, channels, plan.width, self.has_labels, TILE_COLUMNS)
 
     def _append(
-        self, store: CompositeStore | None, image: np.ndarray, label: np.ndarray | None
+        self, store: CompositeStore | None, x0: int, image: np.ndarray, label: np.ndarray | None
     ) -> CompositeStore | None:
-        """``store`` with the rows added, or None (and a warning) when writing fails."""
+        """``store`` with the tile at column ``x0`` added, or None (and a warning) when
+        writing fails."""
         if store is None:
             return None
         try:
-            store.append(image, label)
+            store.append(x0, image, label)
         except OSError as error:
             store.remove()
             log.warning(
