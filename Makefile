@@ -24,7 +24,7 @@ test-all: install
 
 # scripts/slurm/train.sbatch on a real SLURM (tests/test_slurm.py): starts a throwaway
 # one-node cluster (installs slurm-wlm, slurmdbd, munge and mariadb-server with apt-get when
-# missing; needs root), runs the tests, stops it (docs/cluster.md). About 8 min on 2 cores.
+# missing; needs root), runs the tests, stops it (docs/cluster.md). About 10 min on 2 cores.
 cluster-test: install
 	scripts/slurm/local_cluster.sh run $(PY) -m pytest -q -m slurm tests/test_slurm.py
 

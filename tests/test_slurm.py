@@ -206,8 +206,8 @@ TWO_TASKS = ["--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--gpus-pe
 SIGNALLED = ["--time=2", "--signal=B:USR1@30"]
 TOO_FAST = "(a fit that ended before SLURM's warning needs more epochs on this machine)\n"
 # still training a minute after the start on an idle 2-core machine
-EPOCHS = 500  # 2500 steps
-DDP_EPOCHS = 200
+EPOCHS = 800  # 4000 steps
+DDP_EPOCHS = 400
 
 
 def test_a_job_signalled_before_its_time_limit_requeues_and_resumes_to_the_same_result(
@@ -274,12 +274,18 @@ def test_a_two_task_job_trains_with_ddp_and_tests_as_one_process_does(synthetic_
     first = output.split(f"job {job} start 1")[0]
     for rank in (0, 1):
         assert f"Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in first
-    # srun says "tasks 0-1: Exited with exit code 143", or one line a task
-    exited = re.findall(r"tasks? ([\d-]+): Exited with exit code 143", first)
-    assert exited in (["0-1"], ["0", "1"], ["1", "0"]), TOO_FAST + output[-5000:]
-    # both ranks stopped after the same batch and saved last.ckpt together: no deadlock
-    (stop,) = set(re.findall(r"error: fit stopped by SIGTERM in epoch \d+ after batch \d+", first))
-    assert first.count(stop) == 2
+    assert f"job {job}: time limit near, requeueing" in first, TOO_FAST + output[-5000:]
+    if "stopped by SIGTERM during validate" not in first:
+        # stopped in training: both ranks after the same batch, last.ckpt saved together
+        # (srun says "tasks 0-1: Exited with exit code 143", or one line a task)
+        exited = re.findall(r"tasks? ([\d-]+): Exited with exit code 143", first)
+        assert exited in (["0-1"], ["0", "1"], ["1", "0"]), output[-5000:]
+        pattern = r"error: fit stopped by SIGTERM in epoch \d+ after batch \d+"
+        (stop,) = set(re.findall(pattern, first))
+        assert first.count(stop) == 2
+    # in validation the ranks may disagree on the batch to stop at (docs/cluster.md): one
+    # can fail in the next collective; the job is requeued all the same and resumes from
+    # the last complete last.ckpt
     resumed = resumed_start(output, job)
     assert "Starting with 2 processes" in resumed
     assert validated_epochs(run_dir / "runs/landslide/version_0") == list(range(DDP_EPOCHS))
