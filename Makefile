@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo table1 lint format clean bench bench-quick
+.PHONY: install test test-all demo table1 lint format clean bench bench-quick cluster-test
 
 install: $(STAMP)
 
@@ -21,6 +21,12 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -q
+
+# scripts/slurm/train.sbatch on a real SLURM (tests/test_slurm.py): starts a throwaway
+# one-node cluster (installs slurm-wlm, slurmdbd, munge and mariadb-server with apt-get when
+# missing; needs root), runs the tests, stops it (docs/cluster.md). About 10 min on 2 cores.
+cluster-test: install
+	scripts/slurm/local_cluster.sh run $(PY) -m pytest -q -m slurm tests/test_slurm.py
 
 demo: install
 	$(VENV)/bin/landslide-lit demo
