@@ -37,7 +37,8 @@ table1: install
 	$(VENV)/bin/landslide-lit reproduce $(TABLE1_ARGS)
 
 # Benchmarks against the performance targets (docs/performance.md); results in
-# build/bench/results.md. About 11 min on 2 CPU cores (the first run writes a 2.9 GB cube); bench-quick about 4 min.
+# build/bench/results.md, ending with the table of targets. About 21 min on 2 CPU cores (the first
+# run writes a 2.9 GB cube and 640 MB of GeoTIFFs); bench-quick runs smaller models and data.
 bench: install
 	$(PY) bench/run_all.py
 
