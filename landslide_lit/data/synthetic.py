@@ -61,7 +61,7 @@ import xarray as xr
 from scipy import ndimage
 
 from landslide_lit.atomic import move_into_place, remove
-from landslide_lit.data.terrain import gradients, slope, terrain_features
+from landslide_lit.data.terrain import TERRAIN_ATTRS, gradients, slope, terrain_features
 from landslide_lit.errors import ConfigError
 from landslide_lit.regions import REGIONS, CubeNames, Region, get_region
 
@@ -1061,16 +1061,7 @@ _PAIR_VARIABLES = ("topophase.cor_1", "phsig.cor", "los.rdr_0", "los.rdr_1")
 _ATTRS: dict[str, dict[str, str]] = {
     "vv": {"long_name": "VV backscatter (sigma0, linear power)", "units": "1"},
     "vh": {"long_name": "VH backscatter (sigma0, linear power)", "units": "1"},
-    "dem": {"long_name": "elevation; <= 0 is sea", "units": "m"},
-    "dem_slope_radians": {"long_name": "slope", "units": "rad"},
-    "dem_aspect": {
-        "long_name": "aspect: downslope azimuth clockwise from north",
-        "units": "degree",
-    },
-    "dem_curvature": {
-        "long_name": "curvature: -100 x Laplacian of elevation, convex > 0",
-        "units": "1/(100 m)",
-    },
+    **TERRAIN_ATTRS,
     "landslides": {"long_name": "landslide where > 0; NaN where not mapped", "units": "1"},
     "topophase.cor_1": {"long_name": "interferometric coherence", "units": "1"},
     "phsig.cor": {"long_name": "phase-sigma coherence", "units": "1"},

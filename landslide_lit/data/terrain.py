@@ -19,9 +19,22 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["TERRAIN_VARIABLES", "aspect", "gradients", "slope", "terrain_features"]
+__all__ = ["TERRAIN_ATTRS", "TERRAIN_VARIABLES", "aspect", "gradients", "slope", "terrain_features"]
 
 TERRAIN_VARIABLES = ("dem_slope_radians", "dem_aspect", "dem_curvature")
+TERRAIN_ATTRS: dict[str, dict[str, str]] = {
+    "dem": {"long_name": "elevation; <= 0 is sea", "units": "m"},
+    "dem_slope_radians": {"long_name": "slope", "units": "rad"},
+    "dem_aspect": {
+        "long_name": "aspect: downslope azimuth clockwise from north",
+        "units": "degree",
+    },
+    "dem_curvature": {
+        "long_name": "curvature: -100 x Laplacian of elevation, convex > 0",
+        "units": "1/(100 m)",
+    },
+}
+"""The attributes of the DEM and its derivatives in a cube (synthetic or built)."""
 
 
 def gradients(

@@ -36,7 +36,7 @@ import xarray as xr
 import yaml
 
 from landslide_lit.atomic import move_into_place, remove, write_text_atomically
-from landslide_lit.data.terrain import TERRAIN_VARIABLES, terrain_features
+from landslide_lit.data.terrain import TERRAIN_ATTRS, TERRAIN_VARIABLES, terrain_features
 from landslide_lit.errors import OutputError
 from landslide_lit.event.grid import Grid
 from landslide_lit.event.scenes import POLARISATIONS, EventInputError, Scene, Source, to_power
@@ -366,16 +366,7 @@ def _template(scenes: Sequence[Scene], grid: Grid, dem: bool, inventory: bool) -
 _ATTRS = {
     "vv": {"long_name": "VV backscatter (gamma0 RTC, linear power)", "units": "1"},
     "vh": {"long_name": "VH backscatter (gamma0 RTC, linear power)", "units": "1"},
-    "dem": {"long_name": "elevation; <= 0 is sea", "units": "m"},
-    "dem_slope_radians": {"long_name": "slope", "units": "rad"},
-    "dem_aspect": {
-        "long_name": "aspect: downslope azimuth clockwise from north",
-        "units": "degree",
-    },
-    "dem_curvature": {
-        "long_name": "curvature: -100 x Laplacian of elevation, convex > 0",
-        "units": "1/(100 m)",
-    },
+    **TERRAIN_ATTRS,
     "landslides": {
         "long_name": "1 inside an inventory polygon (pixel centre inside), else 0",
         "units": "1",
