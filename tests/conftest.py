@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,27 @@ TINY_MODEL = [
     "--model.encoder_name=tu-test_resnet",
     '--model.model_kwargs={"encoder_depth": 3, "decoder_channels": [16, 8, 4]}',
 ]
+
+
+def tiny_fit(workdir: Path, data_root: str):
+    """Run a one-epoch, two-batch fit of the tiny model (demo.yaml) in ``workdir``; its CLI."""
+    from landslide_lit.cli import run
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        return run(
+            [
+                "fit",
+                "--config=demo.yaml",
+                f"--data.root={data_root}",
+                "--trainer.max_epochs=1",
+                "--trainer.limit_train_batches=2",
+                "--trainer.enable_progress_bar=false",
+                *TINY_MODEL,
+            ]
+        )
+
+
 SIZES = {"hokkaido": (512, 512), "talakmau": (400, 392)}  # not whole chips: edges stay uncovered
 
 

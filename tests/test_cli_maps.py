@@ -11,7 +11,7 @@ from landslide_lit.cli import run
 from landslide_lit.errors import ConfigError
 from landslide_lit.maps import ProbabilityMapWriter
 from landslide_lit.runs import restore_from_checkpoint
-from tests.conftest import TINY_MODEL
+from tests.conftest import tiny_fit
 
 QUIET = ["--trainer.enable_progress_bar=false", "--data.synthetic=true", "--region=talakmau"]
 DEFAULT_PRODUCTS = {"threshold": "max_f1", "min_area_m2": 0.0, "simplify": 0.0, "geojson": False}
@@ -25,19 +25,7 @@ OLD_CALLBACKS = [  # trainer.callbacks of a config.yaml saved before --maps.*
 @pytest.fixture(scope="module")
 def checkpoint(synthetic_root, tmp_path_factory) -> str:
     workdir = tmp_path_factory.mktemp("fit")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workdir)
-        cli = run(
-            [
-                "fit",
-                "--config=demo.yaml",
-                f"--data.root={synthetic_root}",
-                "--trainer.max_epochs=1",
-                "--trainer.limit_train_batches=2",
-                "--trainer.enable_progress_bar=false",
-                *TINY_MODEL,
-            ]
-        )
+    cli = tiny_fit(workdir, synthetic_root)
     return str(workdir / cli.trainer.checkpoint_callback.best_model_path)
 
 

@@ -29,7 +29,7 @@ from landslide_lit.runs import (
     member_differences,
     restore_from_checkpoint,
 )
-from tests.conftest import TINY_MODEL
+from tests.conftest import tiny_fit
 
 TINY = {
     "encoder_name": "tu-test_resnet",
@@ -167,19 +167,7 @@ QUIET = ["--trainer.enable_progress_bar=false", "--data.synthetic=true", "--regi
 def checkpoints(synthetic_root, tmp_path_factory) -> dict[str, Path]:
     """A fit's best checkpoint, another with other weights, and misfits."""
     workdir = tmp_path_factory.mktemp("fit")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workdir)
-        cli = run(
-            [
-                "fit",
-                "--config=demo.yaml",
-                f"--data.root={synthetic_root}",
-                "--trainer.max_epochs=1",
-                "--trainer.limit_train_batches=2",
-                "--trainer.enable_progress_bar=false",
-                *TINY_MODEL,
-            ]
-        )
+    cli = tiny_fit(workdir, synthetic_root)
     first = workdir / cli.trainer.checkpoint_callback.best_model_path
     state = torch.load(first, weights_only=False)
     paths = {"a": first}

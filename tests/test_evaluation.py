@@ -17,7 +17,7 @@ from landslide_lit.errors import ConfigError
 from landslide_lit.evaluation import EvaluationWriter, Scores, summarise
 from landslide_lit.precision import average_precision, no_skill, precision_recall_points
 from landslide_lit.runs import latest_best_checkpoint
-from tests.conftest import TINY_MODEL
+from tests.conftest import tiny_fit
 
 
 def random_case(rng, n, decimals):
@@ -222,20 +222,7 @@ SYNTHETIC = ["--data.synthetic=true"]
 @pytest.fixture(scope="module")
 def fitted(synthetic_root, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("evaluation_run")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workdir)
-        run(
-            [
-                "fit",
-                "--config",
-                "demo.yaml",
-                f"--data.root={synthetic_root}",
-                "--trainer.max_epochs=1",
-                "--trainer.limit_train_batches=2",
-                "--trainer.enable_progress_bar=false",
-                *TINY_MODEL,
-            ]
-        )
+    tiny_fit(workdir, synthetic_root)
     return workdir, latest_best_checkpoint(workdir)
 
 

@@ -29,7 +29,7 @@ from landslide_lit.thresholds import (
     resolve_threshold,
     summarise_thresholds,
 )
-from tests.conftest import TINY_MODEL
+from tests.conftest import tiny_fit
 from tests.test_module import RegionDataModule, make_model, make_trainer
 
 
@@ -278,20 +278,7 @@ def test_fit_keeps_the_first_validation_regions_points_and_evaluations_leave_the
 def fitted(synthetic_root, tmp_path_factory):
     """A one-epoch fit of the tiny model on the synthetic cubes: folder and best checkpoint."""
     workdir = tmp_path_factory.mktemp("thresholds_fit")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workdir)
-        run(
-            [
-                "fit",
-                "--config",
-                "demo.yaml",
-                f"--data.root={synthetic_root}",
-                "--trainer.max_epochs=1",
-                "--trainer.limit_train_batches=2",
-                "--trainer.enable_progress_bar=false",
-                *TINY_MODEL,
-            ]
-        )
+    tiny_fit(workdir, synthetic_root)
     return workdir, latest_best_checkpoint(workdir)
 
 
