@@ -185,10 +185,10 @@ def _weights(workdir: Path) -> dict[str, torch.Tensor]:
 def _metrics(workdir: Path) -> dict[tuple[int, str], float]:
     """(epoch, key) -> value of every value logged in the run's metrics.csv."""
     (run,) = workdir.glob("runs/landslide/version_*")
-    return _metrics_of(run)
+    return metrics_of(run)
 
 
-def _metrics_of(run: Path) -> dict[tuple[int, str], float]:
+def metrics_of(run: Path) -> dict[tuple[int, str], float]:
     """(epoch, key) -> value of every value logged in ``run``'s metrics.csv."""
     with (run / "metrics.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
@@ -499,5 +499,5 @@ def test_two_fits_started_together_in_one_folder_keep_apart(synthetic_root, tmp_
         written_to = {state.get("dirpath") for state in checkpoint["callbacks"].values()}
         assert written_to == {f"runs/landslide/{folder.name}/checkpoints"}
         assert checkpoint["global_step"] == 2
-        assert {epoch for epoch, key in _metrics_of(folder) if key == "val/auprc"} == {0}
+        assert {epoch for epoch, key in metrics_of(folder) if key == "val/auprc"} == {0}
         assert len(list(folder.glob("events.out.tfevents.*"))) == 1

@@ -22,6 +22,7 @@ import torch
 
 from landslide_lit.checkpointing import last_checkpoint
 from tests.test_ddp import assert_same_scores, evaluate, scores, scores_of
+from tests.test_faults import metrics_of
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm" / "train.sbatch"
@@ -142,18 +143,6 @@ data:
     return path
 
 
-def metrics(run: Path) -> dict[tuple[int, str], float]:
-    """(epoch, key) -> value of every value in ``run``'s metrics.csv."""
-    with (run / "metrics.csv").open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    return {
-        (int(row["epoch"]), key): float(value)
-        for row in rows
-        for key, value in row.items()
-        if value and key not in ("epoch", "step")
-    }
-
-
 def weights(workdir: Path) -> dict[str, torch.Tensor]:
     """The weights of the newest last checkpoint under ``workdir``."""
     path = last_checkpoint(workdir)
@@ -175,10 +164,10 @@ def assert_same_fit(run_dir: Path, reference_dir: Path, output: str, steps: int)
     assert all(torch.equal(value, got[key]) for key, value in expected.items())
     (run,) = run_dir.glob("runs/landslide/version_*")
     (reference_run,) = reference_dir.glob("runs/landslide/version_*")
-    reference = metrics(reference_run)
+    reference = metrics_of(reference_run)
     partial = {(epoch, "train/loss") for epoch in stopped_epochs(output)}
     compared = {k: v for k, v in reference.items() if k not in partial}
-    assert {k: metrics(run).get(k) for k in compared} == compared
+    assert {k: metrics_of(run).get(k) for k in compared} == compared
     # every epoch validated once: a restart from scratch would have appended its epochs again
     assert validated_epochs(run) == sorted({epoch for epoch, _ in reference})
 
