@@ -23,6 +23,7 @@ import contextlib
 import csv
 import glob
 import importlib
+import itertools
 import logging
 import os
 import re
@@ -49,7 +50,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from landslide_lit.atomic import write_atomically
 from landslide_lit.errors import LandslideLitError
 from landslide_lit.runs import checkpoint_folders, read_checkpoint
-from landslide_lit.snapshots import identical, on_cpu, snapshot
+from landslide_lit.snapshots import identical, on_cpu, snapshot, storages
 
 __all__ = [
     "HPC_CHECKPOINT",
@@ -89,10 +90,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     a fit starts) until :meth:`teardown`, a checkpoint of CPU tensors is copied
     (:func:`~landslide_lit.snapshots.snapshot`) and written the same way by one
     background thread, in the order saved, one at a time: the files' bytes are those of
-    a direct save. A save of a state :func:`~landslide_lit.snapshots.identical` to the
-    one written last (the best and the last checkpoint of one epoch) becomes a hard link
-    to that file, renamed into place the same way. :meth:`wait` waits for the writes and
-    raises the first error of one; the next save and :meth:`teardown` wait too.
+    a direct save. The copy keeps the tensors that only optimizer steps change (the
+    parameters and the optimizer state) as they are, so :meth:`before_optimizer_step`
+    must be called before each step. A save of a state
+    :func:`~landslide_lit.snapshots.identical` to the one written last (the best and the
+    last checkpoint of one epoch) becomes a hard link to that file, renamed into place
+    the same way. :meth:`wait` waits for the writes and raises the first error of one;
+    the next save and :meth:`teardown` wait too.
     """
 
     def __init__(self) -> None:
@@ -101,11 +105,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._pending: list[Future] = []
         self._kept: tuple[dict[str, Any], Path] | None = None
         """The snapshot written last in the background and its file."""
+        self._stepped: Callable[[], set[int]] = set
+        """The storages (``data_ptr``) that only optimizer steps change."""
 
-    def write_in_background(self) -> None:
-        """Write the checkpoints saved from now until :meth:`teardown` in a background thread."""
+    def write_in_background(self, stepped: Callable[[], set[int]] = set) -> None:
+        """Write the checkpoints saved from now until :meth:`teardown` in a background thread.
+
+        ``stepped`` gives the storages that only optimizer steps change, at each save:
+        checkpoints share them instead of copying them, until :meth:`before_optimizer_step`.
+        """
+        self._stepped = stepped
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="landslide-lit-checkpoint")
+
+    def before_optimizer_step(self) -> None:
+        """Wait for the writes (they share the tensors the step changes), and compare the
+        next save with its own snapshot: the one kept now no longer holds its state."""
+        self.wait()
+        self._kept = None
 
     def wait(self) -> None:
         """Return when every checkpoint saved so far is on disk; raise a write's error."""
@@ -132,7 +149,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self._submit(_link_checkpoint, *self._kept, path)
         else:
             self.wait()  # one snapshot at a time
-            self._kept = (snapshot(checkpoint), path)
+            self._kept = (snapshot(checkpoint, self._stepped()), path)
             self._submit(_write_checkpoint, *self._kept)
 
     def remove_checkpoint(self, path: _PATH) -> None:
@@ -155,7 +172,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 raise
             log.error("a checkpoint could not be written: %s", error)
         finally:
-            self._kept = None
+            self._kept, self._stepped = None, set
             if writer is not None:
                 writer.shutdown()
 
@@ -168,22 +185,37 @@ class BackgroundCheckpointWrites(Callback):
     """Lets the fit's checkpoints be written in a background thread while training goes on.
 
     With :class:`AtomicCheckpointIO` (the CLI's checkpoint plugin) from the start of the
-    fit: a checkpoint costs the fit a copy of its tensors in memory instead of its write
-    (see there). Before the next optimizer step the write is waited for, so a checkpoint
-    is on disk before the weights after it change: a kill loses no more than it would
-    with direct writes, one training step at most. The end of the fit, or an error,
-    waits for the writes too (the strategy's teardown).
+    fit: a checkpoint costs the fit a copy of its buffers and containers in memory
+    instead of its write (see there); the parameters and the optimizer state are
+    written from the fit's own tensors. Before the next optimizer step the write is
+    waited for, so a checkpoint is on disk before the weights after it change: a kill
+    loses no more than it would with direct writes, one training step at most. The end
+    of the fit, or an error, waits for the writes too (the strategy's teardown).
     """
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         io = trainer.strategy.checkpoint_io
         if isinstance(io, AtomicCheckpointIO):
-            io.write_in_background()
+            io.write_in_background(lambda: _stepped_storages(pl_module, trainer.optimizers))
 
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        _wait_for_checkpoints(trainer)
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, AtomicCheckpointIO):
+            io.before_optimizer_step()
+
+
+def _stepped_storages(module: torch.nn.Module, optimizers: list[torch.optim.Optimizer]) -> set[int]:
+    """The storages only optimizer steps change: the parameters and the optimizers' state."""
+    state = (
+        value
+        for optimizer in optimizers
+        for values in optimizer.state.values()
+        for value in values.values()
+        if isinstance(value, torch.Tensor)
+    )
+    return storages(itertools.chain(module.parameters(), state))
 
 
 def _wait_for_checkpoints(trainer: Trainer) -> None:

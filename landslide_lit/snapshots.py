@@ -4,40 +4,62 @@ A checkpoint written in the background must not change while it is written, yet 
 goes on and updates its tensors in place. :func:`snapshot` copies it with
 ``copy.deepcopy``: every container, and every tensor with its storage (storages shared
 in the original are shared in the copy), so ``torch.save`` writes the copy to the same
-bytes as the original. :func:`identical` tells whether a checkpoint would be written to
-the same bytes as a snapshot, so that a second save of one state (the best and the last
-checkpoint of an epoch) can reuse the first file instead of writing it again.
+bytes as the original. Tensors on storages the caller names as unchanged until the copy
+is written (a fit's parameters and optimizer state, which only the next optimizer step
+changes) are kept as they are instead: most of a checkpoint's bytes, so the copy costs
+its buffers and containers only. :func:`identical` tells whether a checkpoint would be
+written to the same bytes as a snapshot, so that a second save of one state (the best and
+the last checkpoint of an epoch) can reuse the first file instead of writing it again.
 """
 
 from __future__ import annotations
 
 import copy
 import struct
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["identical", "on_cpu", "snapshot"]
+__all__ = ["identical", "on_cpu", "snapshot", "storages"]
 
 T = TypeVar("T")
 
 _ATOMS = (int, bool, str, bytes, type(None))
 
 
-def snapshot(checkpoint: T) -> T:
-    """A copy of ``checkpoint`` that shares no tensor storage or container with it."""
-    return copy.deepcopy(checkpoint)
+def snapshot(checkpoint: T, unchanged: Collection[int] = ()) -> T:
+    """A copy of ``checkpoint`` that shares no container with it, and no tensor storage
+    but those whose ``data_ptr`` is in ``unchanged`` (their tensors are kept as they are)."""
+    memo: dict[int, Any] = {
+        id(tensor): tensor
+        for tensor in _tensors(checkpoint)
+        if tensor.untyped_storage().data_ptr() in unchanged
+    }
+    return copy.deepcopy(checkpoint, memo)
+
+
+def storages(tensors: Iterable[torch.Tensor]) -> set[int]:
+    """The ``data_ptr`` of the storages of the CPU ``tensors`` (empty storages left out)."""
+    pointers = {t.untyped_storage().data_ptr() for t in tensors if t.device.type == "cpu"}
+    return pointers - {0}
+
+
+def _tensors(checkpoint: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in ``checkpoint`` (nested dicts, lists, tuples)."""
+    if isinstance(checkpoint, torch.Tensor):
+        yield checkpoint
+    elif isinstance(checkpoint, dict):
+        for value in checkpoint.values():
+            yield from _tensors(value)
+    elif isinstance(checkpoint, list | tuple):
+        for value in checkpoint:
+            yield from _tensors(value)
 
 
 def on_cpu(checkpoint: Any) -> bool:
     """Whether every tensor in ``checkpoint`` (nested dicts, lists, tuples) is on the CPU."""
-    if isinstance(checkpoint, torch.Tensor):
-        return checkpoint.device.type == "cpu"
-    if isinstance(checkpoint, dict):
-        return all(map(on_cpu, checkpoint.values()))
-    if isinstance(checkpoint, list | tuple):
-        return all(map(on_cpu, checkpoint))
-    return True
+    return all(tensor.device.type == "cpu" for tensor in _tensors(checkpoint))
 
 
 def identical(checkpoint: Any, kept: Any) -> bool:
@@ -92,7 +114,11 @@ class _Comparison:
             # seen: the same pairing (storages shared alike), bytes compared already
             return self.storages.get(key) == kept_key and self.kept_storages.get(kept_key) == key
         self.storages[key], self.kept_storages[kept_key] = kept_key, key
-        return storage.nbytes() == kept.nbytes() and torch.equal(_bytes(storage), _bytes(kept))
+        if storage.nbytes() != kept.nbytes():
+            return False
+        # one memory (a storage the snapshot kept as it was) holds the same bytes
+        same_memory = storage.data_ptr() == kept.data_ptr() != 0
+        return same_memory or torch.equal(_bytes(storage), _bytes(kept))
 
 
 def _metadata(tensor: torch.Tensor) -> tuple:

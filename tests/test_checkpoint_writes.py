@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections import OrderedDict
 
 import pytest
 import torch
 
 from landslide_lit.checkpointing import AtomicCheckpointIO
-from landslide_lit.snapshots import identical, snapshot
+from landslide_lit.snapshots import identical, snapshot, storages
 
 
 def _bytes(checkpoint: dict) -> bytes:
@@ -39,6 +40,19 @@ def test_a_snapshot_saves_to_the_same_bytes_and_shares_nothing():
     checkpoint["state_dict"]["w"][0, 0] = 7.0
     checkpoint["callbacks"]["best"]["models"]["other.ckpt"] = torch.tensor(1.0)
     assert kept["state_dict"]["w"][0, 0] == 0.0 and len(kept["callbacks"]["best"]["models"]) == 1
+
+
+def test_a_snapshot_keeps_the_storages_named_unchanged_and_copies_the_rest():
+    checkpoint = _checkpoint()
+    weights, score = checkpoint["state_dict"]["w"], checkpoint["callbacks"]["best"]["score"]
+    kept = snapshot(checkpoint, storages([weights]))
+    assert kept["state_dict"]["w"] is weights and kept["state_dict"]["row"] is not weights
+    assert kept["state_dict"]["row"].untyped_storage().data_ptr() == weights.data_ptr()
+    assert kept["callbacks"]["best"]["score"].data_ptr() != score.data_ptr()
+    assert kept["callbacks"] is not checkpoint["callbacks"]
+    assert _bytes(kept) == _bytes(checkpoint) and identical(checkpoint, kept)
+    score.add_(1)
+    assert not identical(checkpoint, kept)
 
 
 @pytest.mark.parametrize(
@@ -99,3 +113,40 @@ def test_a_failed_background_write_is_raised_and_leaves_the_previous_file(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     writer.save_checkpoint({"step": 3}, path)  # after teardown: written before save returns
     assert torch.load(path)["step"] == 3
+
+
+def test_stepped_tensors_are_written_from_the_fit_before_its_next_optimizer_step(
+    tmp_path, monkeypatch
+):
+    checkpoint = _checkpoint()
+    expected = _bytes(checkpoint)
+    weights, score = checkpoint["state_dict"]["w"], checkpoint["callbacks"]["best"]["score"]
+    writer = AtomicCheckpointIO()
+    writer.write_in_background(lambda: storages([weights]))
+    save, release = torch.save, threading.Event()
+
+    def held_save(*args, **kwargs) -> None:
+        release.wait()
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", held_save)
+    best, last = tmp_path / "best.ckpt", tmp_path / "last.ckpt"
+    writer.save_checkpoint(checkpoint, best)
+    score.add_(1)  # not stepped (a buffer, say): the snapshot holds a copy
+
+    def step() -> None:
+        writer.before_optimizer_step()
+        weights.add_(1)
+
+    stepping = threading.Thread(target=step)
+    stepping.start()
+    stepping.join(timeout=0.5)
+    assert stepping.is_alive()  # the step waits for the write that shares its weights
+    release.set()
+    stepping.join()
+    assert best.read_bytes() == expected
+    score.sub_(1)  # only the stepped weights differ from the state saved
+    writer.save_checkpoint(checkpoint, last)  # stepped since: written, not linked
+    writer.teardown()
+    assert os.stat(best).st_ino != os.stat(last).st_ino
+    assert last.read_bytes() == _bytes(checkpoint) != expected
