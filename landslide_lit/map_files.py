@@ -100,7 +100,8 @@ class Band:
         maps = np.clip(total, 0.0, 1.0, out=total)  # in place: one band the less
         nan = np.float32(np.nan)
         if maps.shape[1] == 1:
-            probability = np.where(valid, maps[:, 0], nan).astype(np.float32, copy=False)
+            probability = maps[:, 0]  # in place too: the band's one float copy is the sums'
+            probability[~valid] = nan
             return cls(y0, probability, valid, target)
         mean = maps.mean(axis=1, dtype=np.float64)
         std = maps.std(axis=1, dtype=np.float64)
