@@ -58,6 +58,9 @@ OPTIONS = {  # name: (predict_precision, predict_channels_last)
     "bf16 channels-last": ("bf16-mixed", True),
 }
 
+MEMORY_SEED = 0
+"""Seed of the memory runs' untrained weights (their map: about 0.6 % landslide pixels in
+some 5 000 landslides per 1344 x 1344 px)."""
 ALL_OUTPUTS = {"formats": ["netcdf", "geotiff"], "quicklook": True, "threshold": 0.5}
 """The memory runs' map outputs: a default predict's (a threshold: its mask and polygons)."""
 
@@ -387,15 +390,25 @@ def accuracy(args) -> tuple[list[list[str]], list[str]]:
 
 def memory(args, size: tuple[int, int]) -> dict:
     """In a fresh process: peak RSS of one predict above the RSS before it."""
+    import torch
+
     from landslide_lit.module import LandslideSegmenter
 
     root = cube_root(size)
     dm = datamodule(root, args.batch)
+    # The same weights in every process: the mask and polygons (whose memory follows the
+    # map: from 11 to 107 000 landslides between unseeded models) are then one workload.
+    torch.manual_seed(MEMORY_SEED)
     model = LandslideSegmenter(channel_names=list(dm.channel_names), encoder_name=args.encoder)
     run = Predict(model.eval(), root, args, dm.predict_window, "auto", True, maps=ALL_OUTPUTS)
     before = reset_peak()
     seconds = run()
-    return {"peak_mib": (peak_rss_bytes() - before) / 2**20, "seconds": seconds}
+    summary = json.loads((run.out / "talakmau_landslide_probability.json").read_text())
+    return {
+        "peak_mib": (peak_rss_bytes() - before) / 2**20,
+        "seconds": seconds,
+        "landslides": summary.get("landslides", 0),
+    }
 
 
 def window_memory(encoder: str, side: int, bf16: bool) -> dict:
@@ -434,7 +447,7 @@ def memory_rows(args, common: list[str]) -> tuple[list[list[str]], list[str]]:
     }
     rows = [
         [
-            f"predict peak RSS above start, {s[0]}x{s[1]}",
+            f"predict peak RSS above start, {s[0]}x{s[1]} ({peaks[s]['landslides']} landslides)",
             f"{peaks[s]['seconds']:.1f} s",
             f"{peaks[s]['peak_mib']:.0f} MiB",
             "-",
@@ -466,35 +479,8 @@ def memory_rows(args, common: list[str]) -> tuple[list[list[str]], list[str]]:
     return rows, targets
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoder", default="resnet18", help="smp encoder (resnet50: published)")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--overlap", type=int, help="default: the data module's")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--workers", type=int, default=1, help="loader workers of the timed predicts"
-    )
-    parser.add_argument("--quick", action="store_true", help="512x512 and 2048x512 regions")
-    parser.add_argument("--checkpoint", help="a trained model: adds the accuracy table")
-    parser.add_argument("--compile", action="store_true", help="time torch.compile too")
-    parser.add_argument("--child", choices=("memory", "window"), help=argparse.SUPPRESS)
-    parser.add_argument("--size", type=int, nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    args.sizes = [(512, 512), (2048, 512)] if args.quick else [(1024, 1024), (4096, 1024)]
-    WORK.mkdir(parents=True, exist_ok=True)
-    if args.child == "memory":
-        args.workers = 0  # one process holds everything
-        print(json.dumps(memory(args, tuple(args.size))))
-        return
-    if args.child == "window":
-        print(json.dumps(window_memory(args.encoder, args.size[0], bool(args.size[1]))))
-        return
-    for size in {*args.sizes, *(s for way in memory_sizes(args).values() for s in way)}:
-        cube_root(size)
-    common = ["--encoder", args.encoder, "--batch", str(args.batch)]
-    if args.overlap is not None:
-        common += ["--overlap", str(args.overlap)]
+def others(args) -> list[str]:
+    """Targets 2 and 3 (and the accuracy with --checkpoint): their tables; their lines."""
     what = (
         f"U-Net {args.encoder}, batch {args.batch} chips of {CHIP} px (a predict batch holds "
         f"as many pixels), overlap {args.overlap or 'default'}, 7 channels, {args.workers} loader "
@@ -512,6 +498,43 @@ def main() -> None:
         print("Accuracy of a trained model, synthetic Talakmau 1024 x 1024:\n")
         print(table(["measure", "value"], accuracy_rows))
         targets += accuracy_targets
+    return targets
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoder", default="resnet18", help="smp encoder (resnet50: published)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--overlap", type=int, help="default: the data module's")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="loader workers of the timed predicts"
+    )
+    parser.add_argument("--quick", action="store_true", help="512x512 and 2048x512 regions")
+    parser.add_argument("--checkpoint", help="a trained model: adds the accuracy table")
+    parser.add_argument("--compile", action="store_true", help="time torch.compile too")
+    parser.add_argument("--only", choices=("memory",), help="run only this part (memory: target 4)")
+    parser.add_argument("--child", choices=("memory", "window"), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.sizes = [(512, 512), (2048, 512)] if args.quick else [(1024, 1024), (4096, 1024)]
+    WORK.mkdir(parents=True, exist_ok=True)
+    if args.child == "memory":
+        args.workers = 0  # one process holds everything
+        print(json.dumps(memory(args, tuple(args.size))))
+        return
+    if args.child == "window":
+        print(json.dumps(window_memory(args.encoder, args.size[0], bool(args.size[1]))))
+        return
+    sizes = {*(s for way in memory_sizes(args).values() for s in way)}
+    for size in sizes if args.only == "memory" else {*args.sizes, *sizes}:
+        cube_root(size)
+    common = ["--encoder", args.encoder, "--batch", str(args.batch)]
+    if args.overlap is not None:
+        common += ["--overlap", str(args.overlap)]
+    targets = []
+    if args.only != "memory":
+        targets += others(args)
     memory_table, memory_targets = memory_rows(args, common)
     print(table(["measure", "times", "value", "target", "verdict"], memory_table))
     targets += memory_targets

@@ -40,6 +40,7 @@ __all__ = [
     "CHUNK",
     "CONVENTIONS",
     "QUICKLOOK_PIXELS",
+    "SCORE_PIXELS",
     "STD_VARIABLE",
     "VARIABLE",
     "Band",
@@ -66,6 +67,8 @@ CHUNK = 256
 """Side of the output's compression chunks (and GeoTIFF tiles), in pixels."""
 QUICKLOOK_PIXELS = 1024
 """Longest side of the quicklook's image, in map pixels."""
+SCORE_PIXELS = 1 << 16
+"""Pixels of a band the region score counts at a time (bounded temporaries)."""
 
 
 class Band:
@@ -87,17 +90,18 @@ class Band:
     @classmethod
     def from_sums(cls, y0: int, total: np.ndarray, flags: np.ndarray) -> Band:
         """Final rows from each member's summed weighted probabilities ``total``
-        (rows, members, width) and the pixel flags.
+        (rows, members, width; clipped in place) and the pixel flags.
 
         Each member's map is its sums clipped to [0, 1], as one model's; an ensemble's
         mean and (population) standard deviation are taken over these K values per pixel
         in float64, two-pass: exact up to the float32 they are stored in.
         """
         valid, target = (flags & 1) > 0, (flags & 2) > 0
-        maps = np.clip(total, 0.0, 1.0)
+        maps = np.clip(total, 0.0, 1.0, out=total)  # in place: one band the less
         nan = np.float32(np.nan)
         if maps.shape[1] == 1:
-            probability = np.where(valid, maps[:, 0], nan).astype(np.float32, copy=False)
+            probability = maps[:, 0]  # in place too: the band's one float copy is the sums'
+            probability[~valid] = nan
             return cls(y0, probability, valid, target)
         mean = maps.mean(axis=1, dtype=np.float64)
         std = maps.std(axis=1, dtype=np.float64)
@@ -658,18 +662,29 @@ def _pyproj_crs(text: str) -> Any:
 
 
 class RegionScore:
-    """Region AUPRC over valid pixels in constant memory (a probability histogram)."""
+    """Region AUPRC over valid pixels in constant memory (a probability histogram).
+
+    A band is counted :data:`SCORE_PIXELS` pixels at a time: the histogram's update makes
+    about 40 bytes of temporaries a pixel, which for whole bands would grow with the
+    region's width. The counts are integers, the same in any order.
+    """
 
     def __init__(self) -> None:
         self.auprc = BinnedAveragePrecision(sync_on_compute=False)
         self.valid = self.positive = 0
 
     def add(self, band: Band) -> None:
-        probability = torch.from_numpy(band.probability[band.valid])
-        target = torch.from_numpy(band.target[band.valid])
-        self.auprc.update(probability, target)
-        self.valid += int(target.numel())
-        self.positive += int(target.sum())
+        probability, valid, target = (
+            a.reshape(-1) for a in (band.probability, band.valid, band.target)
+        )
+        for start in range(0, len(probability), SCORE_PIXELS):
+            part = slice(start, start + SCORE_PIXELS)
+            kept = valid[part]
+            scores = torch.from_numpy(probability[part][kept])
+            labels = torch.from_numpy(target[part][kept])
+            self.auprc.update(scores, labels)
+            self.valid += int(labels.numel())
+            self.positive += int(labels.sum())
 
     def metrics(self) -> dict[str, Any]:
         if self.valid == 0:

@@ -527,7 +527,7 @@ class _Spill:
             return
         k = min(n, self.rows)
         for buffer, file in zip(self.buffers, self.files, strict=True):
-            file.write(buffer[:k].tobytes())
+            file.write(buffer[:k])  # its memory, not a copy the width of the region
             file.seek((n - k) * buffer[0].nbytes, 1)  # rows no window of ours reached: zeros
             buffer[: len(buffer) - k] = buffer[k:]
             buffer[len(buffer) - k :] = 0

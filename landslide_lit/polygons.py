@@ -11,7 +11,8 @@ two bands share their seam edges exactly), and joins the components that touch a
 seam with the components still open from the band above (a union-find over the seam row,
 so a U-shape whose arms join further down is one landslide). A component that does not
 reach a band's last row cannot grow: it is finished at once, its pieces merged into one
-polygon and mapped to map coordinates. Memory holds one band and the open components.
+polygon and mapped to map coordinates. Memory holds one band and the open components;
+bands are labelled :data:`BAND_PIXELS` pixels at a time, however wide the map.
 
 Areas: ``area_m2`` is the number of pixels times the pixel area for a projected CRS (exact
 in the CRS's plane, whatever its linear unit), and the geodesic area of the pixel outline
@@ -38,12 +39,14 @@ from scipy.sparse.csgraph import connected_components
 from landslide_lit.errors import ConfigError
 from landslide_lit.rasters import Grid, partial_path, publish, require
 
-__all__ = ["CONNECTIVITY", "LAYER", "Landslide", "LandslideLayer", "Polygonizer"]
+__all__ = ["BAND_PIXELS", "CONNECTIVITY", "LAYER", "Landslide", "LandslideLayer", "Polygonizer"]
 
 CONNECTIVITY = 4
 """Pixels of one landslide share an edge (see the module)."""
 LAYER = "landslides"
 """The GeoPackage layer of the polygons."""
+BAND_PIXELS = 1 << 18
+"""Most pixels the polygonizer labels at once (about 20 bytes of temporaries each)."""
 _STRUCTURE = ndimage.generate_binary_structure(2, 1)  # 4-connectivity
 _PURPOSE = "landslide polygons"
 
@@ -125,12 +128,26 @@ class Polygonizer:
         self.next_row = 0
 
     def add(self, y0: int, landslide: np.ndarray, probability: np.ndarray) -> list[Landslide]:
-        """Rows ``[y0, y0 + len)``: landslide pixels and probabilities; the finished landslides."""
+        """Rows ``[y0, y0 + len)``: landslide pixels and probabilities; the finished landslides.
+
+        Labelled and traced :data:`BAND_PIXELS` pixels at a time (whole rows): the
+        temporaries (labels, GDAL's copies, outlines) stay as large whatever the width,
+        and the landslides are the same whatever the bands (only their order changes).
+        """
         if y0 != self.next_row or landslide.shape[1] != self.grid.width:
             raise ValueError(
                 f"bands must come in order and {self.grid.width} pixels wide: expected "
                 f"row {self.next_row}, got row {y0} ({landslide.shape[1]} wide)"
             )
+        rows = max(1, BAND_PIXELS // self.grid.width)
+        found = []
+        for top in range(0, len(landslide), rows):
+            part = slice(top, top + rows)
+            found += self._add_rows(y0 + top, landslide[part], probability[part])
+        return found
+
+    def _add_rows(self, y0: int, landslide: np.ndarray, probability: np.ndarray) -> list[Landslide]:
+        """:meth:`add` for a band of at most :data:`BAND_PIXELS` pixels (or one row)."""
         self.next_row = y0 + len(landslide)
         labels, count = ndimage.label(landslide, _STRUCTURE)
         k = len(self.open)
@@ -170,7 +187,7 @@ class Polygonizer:
         pieces: list[list[Any]] = [[] for _ in range(count)]
         if count:
             outlines = shapes(
-                labels.astype(np.int32),
+                labels.astype(np.int32, copy=False),  # ndimage's own: no copy
                 mask=labels > 0,
                 connectivity=CONNECTIVITY,
                 transform=Affine.translation(0, y0),

@@ -167,7 +167,9 @@ class ResponderProducts:
     def add(self, band: Band) -> None:
         """The map's next rows (bands in order, from row 0)."""
         landslide = band.valid & (band.probability >= self.threshold.value)
-        self.mask.write(band.y0, np.where(band.valid, landslide, MASK_NODATA).astype(np.uint8))
+        # uint8 throughout: a where() of bools and 255 would make int64, 8 bytes a pixel
+        mask = np.where(band.valid, landslide.view(np.uint8), np.uint8(MASK_NODATA))
+        self.mask.write(band.y0, mask)
         self._keep(self.polygonizer.add(band.y0, landslide, band.probability))
 
     def _keep(self, landslides: list[Landslide]) -> None:
