@@ -470,3 +470,47 @@ def test_an_existing_cube_needs_overwrite(products, tmp_path, capsys):
     assert list(out.iterdir()) == []
     main(["cube", str(out), *args, "--overwrite"])
     assert (out / ".zmetadata").is_file() and out.with_suffix(".yaml").is_file()
+
+
+def test_a_failed_chunk_write_stops_the_build_and_leaves_no_cube(products, tmp_path, monkeypatch):
+    """Blocks are written in a background thread: its error still ends the build, the
+    partial store is removed after the thread has stopped, and no thread is left."""
+    import threading
+
+    folder, manifest = products
+    stored = []
+
+    def failing(self, name, index, values):
+        stored.append(name)
+        if len(stored) == 3:
+            raise OSError("No space left on device")
+
+    monkeypatch.setattr(build._ArrayWriter, "_store", failing)
+    out = tmp_path / "event.zarr"
+    with pytest.raises(OSError, match="No space left"):
+        _cube(tmp_path, folder, manifest)
+    assert len(stored) <= 3 + build._ArrayWriter.QUEUED  # queued blocks are dropped
+    assert not out.exists() and not out.with_suffix(".yaml").exists()
+    assert not list(tmp_path.glob(".event.zarr*"))
+    assert not [t for t in threading.enumerate() if t.name == "cube-writer"]
+
+
+def test_chunks_are_written_one_at_a_time_and_zarrs_setting_is_restored(
+    products, tmp_path, monkeypatch
+):
+    """zarr's process-wide concurrency is 1 while the writer stores blocks (the pool's
+    per-thread malloc arenas grew the peak memory with the scenes), as before afterwards."""
+    import zarr
+
+    folder, manifest = products
+    seen = set()
+    store = build._ArrayWriter._store
+
+    def recording(self, name, index, values):
+        seen.add(zarr.config.get("async.concurrency"))
+        store(self, name, index, values)
+
+    monkeypatch.setattr(build._ArrayWriter, "_store", recording)
+    before = zarr.config.get("async.concurrency")
+    _cube(tmp_path, folder, manifest)
+    assert seen == {1} and zarr.config.get("async.concurrency") == before != 1
