@@ -309,7 +309,7 @@ class RasterSource:
     def read(self, grid: Grid) -> np.ndarray:
         if len(self.bands) == 1:  # the mean of one file: its values, no data as NaN
             values = _read_band(self.bands[0], grid)
-            values[~np.isfinite(values)] = np.nan
+            values[np.isinf(values)] = np.nan  # NaN already is
             return np.add(values, np.float32(0), out=values)  # -0.0 -> 0.0, as the sum below
         total = np.zeros(grid.shape, np.float64)
         count = np.zeros(grid.shape, np.int32)
@@ -332,10 +332,10 @@ def _read_band(band: RasterBand, grid: Grid) -> np.ndarray:
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window, from_bounds
 
-    out = np.full(grid.shape, np.nan, np.float32)
     with rasterio.open(band.path) as src:
         if _same_pixels(src, grid):
-            return _read_aligned(src, band, grid, out)
+            return _read_aligned(src, band, grid)
+        out = np.full(grid.shape, np.nan, np.float32)
         bounds = transform_bounds(grid.crs.to_wkt(), src.crs, *grid.bounds, densify_pts=21)
         window = from_bounds(*bounds, transform=src.transform)
         ratio = max(window.width / grid.width, window.height / grid.height)
@@ -389,9 +389,11 @@ def _same_pixels(src: Any, grid: Grid) -> bool:
     return src.crs == type(src.crs).from_wkt(grid.crs.to_wkt())
 
 
-def _read_aligned(src: Any, band: RasterBand, grid: Grid, out: np.ndarray) -> np.ndarray:
-    """The grid's part of a file on the grid's own pixels, read straight into ``out``: what
-    resampling gives there (each grid pixel centre is a file pixel centre), without it."""
+def _read_aligned(src: Any, band: RasterBand, grid: Grid) -> np.ndarray:
+    """The grid's part of a file on the grid's own pixels, NaN where the file does not
+    reach: what resampling gives there (each grid pixel centre is a file pixel centre),
+    without it. The values read are returned as they are when the file covers the grid
+    (no NaN-filled copy, the usual case)."""
     from rasterio.errors import WindowError
     from rasterio.windows import Window
 
@@ -402,10 +404,13 @@ def _read_aligned(src: Any, band: RasterBand, grid: Grid, out: np.ndarray) -> np
             Window(0, 0, src.width, src.height)
         )
     except WindowError:
-        return out  # the file does not reach this part of the grid
+        return np.full(grid.shape, np.nan, np.float32)  # the file does not reach here
     values = _read_values(src, band.band, window=window)
     if band.scale is not None:
         values = to_power(values, band.scale)
+    if values.shape == grid.shape:
+        return values
+    out = np.full(grid.shape, np.nan, np.float32)
     rows = slice(int(window.row_off) - row, int(window.row_off) - row + int(window.height))
     cols = slice(int(window.col_off) - col, int(window.col_off) - col + int(window.width))
     out[rows, cols] = values
