@@ -495,22 +495,49 @@ def test_a_failed_chunk_write_stops_the_build_and_leaves_no_cube(products, tmp_p
     assert not [t for t in threading.enumerate() if t.name == "cube-writer"]
 
 
-def test_chunks_are_written_one_at_a_time_and_zarrs_setting_is_restored(
-    products, tmp_path, monkeypatch
-):
-    """zarr's process-wide concurrency is 1 while the writer stores blocks (the pool's
-    per-thread malloc arenas grew the peak memory with the scenes), as before afterwards."""
+def test_blocks_are_written_chunk_by_chunk_as_zarr_writes_them(tmp_path, monkeypatch):
+    """Whole chunks (edge chunks padded) are encoded and stored by the builder itself,
+    parts of chunks by zarr: either way the store holds the bytes zarr's own writes give."""
     import zarr
 
-    folder, manifest = products
-    seen = set()
-    store = build._ArrayWriter._store
-
-    def recording(self, name, index, values):
-        seen.add(zarr.config.get("async.concurrency"))
-        store(self, name, index, values)
-
-    monkeypatch.setattr(build._ArrayWriter, "_store", recording)
-    before = zarr.config.get("async.concurrency")
-    _cube(tmp_path, folder, manifest)
-    assert seen == {1} and zarr.config.get("async.concurrency") == before != 1
+    rng = np.random.default_rng(0)
+    values = rng.gamma(4.0, 0.025, (2, 10, 9)).astype(np.float32)
+    values[0, :3, :3] = np.nan
+    blocks = [  # whole chunks of 4 x 4 (edge chunks of 2 rows, 1 column), then parts
+        (0, slice(0, 8), slice(0, 8)),
+        (0, slice(8, 10), slice(0, 9)),
+        (0, slice(0, 8), slice(8, 9)),
+        (1, slice(0, 3), slice(0, 9)),
+        (1, slice(3, 10), slice(0, 9)),
+    ]
+    whole = []
+    chunks_of = build._whole_chunks
+    monkeypatch.setattr(build, "_whole_chunks", lambda *a: whole.append(chunks_of(*a)) or whole[-1])
+    stores = {}
+    for way in ("builder", "zarr"):
+        store = stores[way] = tmp_path / f"{way}.zarr"
+        group = zarr.open_group(store, mode="w", zarr_format=2)
+        group.create_array(
+            "vv",
+            shape=values.shape,
+            chunks=(1, 4, 4),
+            dtype="float32",
+            fill_value=np.nan,
+            config={"write_empty_chunks": True},
+        )
+        if way == "builder":
+            with build._ArrayWriter(store) as arrays:
+                for index in blocks:
+                    arrays.write("vv", index, values[index].copy())
+                arrays.finish({})
+        else:
+            for index in blocks:
+                group["vv"][index] = values[index]
+    assert [len(c) if c else None for c in whole] == [4, 3, 2, None, None]
+    files = sorted(p.name for p in (stores["zarr"] / "vv").iterdir())
+    assert len(files) == 2 * 3 * 3 + 2  # every chunk, .zarray, .zattrs
+    for name in files:
+        assert (stores["builder"] / "vv" / name).read_bytes() == (
+            stores["zarr"] / "vv" / name
+        ).read_bytes(), name
+    assert np.array_equal(zarr.open_array(stores["builder"] / "vv")[...], values, equal_nan=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import os
 import queue
@@ -441,7 +442,12 @@ class _ArrayWriter:
     """Writes blocks into the Zarr arrays the template created, in a background thread.
 
     Compressing and storing one block (Blosc and the file writes release the GIL) overlaps
-    reading and decoding the next one (GDAL releases it too). At most ``QUEUED`` blocks
+    reading and decoding the next one (GDAL releases it too). Blocks made of whole chunks
+    (all but those of grids smaller than a chunk) are written chunk by chunk as zarr
+    writes them, with the array's own compressor, but without zarr's event loop and
+    thread pool: they took twice the CPU of the compression and writes themselves, and
+    the pool threads' malloc arenas each kept up to 32 MiB of freed memory, so the peak
+    grew with the scenes written. At most ``QUEUED`` blocks
     wait, so memory is bounded by a few blocks (the one read, those queued, the one being
     written), never by the stack. Blocks handed to :meth:`write` must not change afterwards.
     A failed write is raised by the next :meth:`write` or by :meth:`finish`; leaving the
@@ -486,20 +492,12 @@ class _ArrayWriter:
         zarr.consolidate_metadata(self._path, zarr_format=2)
 
     def _run(self) -> None:
-        import zarr
-
-        # one chunk at a time: this thread already overlaps the reads, and zarr's default
-        # of 10 concurrent chunks spreads their buffers over its thread pool, where each
-        # thread's malloc arena kept up to 32 MiB of freed memory (the peak grew with the
-        # scenes written, to ~100 MiB more on 2 cores); zarr's setting is process-wide,
-        # and only this thread writes while the cube is built
-        with zarr.config.set({"async.concurrency": 1}):
-            while (item := self._queue.get()) is not None:
-                if self._error is None:
-                    try:
-                        self._store(*item)
-                    except BaseException as error:  # raised in the building thread
-                        self._error = error
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._store(*item)
+                except BaseException as error:  # raised in the building thread
+                    self._error = error
 
     def _store(self, name: str, index: tuple, values: np.ndarray) -> None:
         if name not in self._arrays:
@@ -508,7 +506,21 @@ class _ArrayWriter:
             self._arrays[name] = zarr.open_array(
                 self._path / name, mode="r+", config={"write_empty_chunks": True}
             )
-        self._arrays[name][index] = values
+        array = self._arrays[name]
+        chunks = _whole_chunks(array.metadata, index, values)
+        if chunks is None:  # part of a chunk: zarr merges it with what the chunk holds
+            array[index] = values
+            return
+        meta = array.metadata
+        dtype = meta.dtype.to_native_dtype()
+        for coords, part in chunks:
+            if part.shape != meta.chunks:  # an edge chunk, padded with the fill value as zarr
+                padded = np.full(meta.chunks, meta.fill_value, dtype, order=meta.order)
+                padded[tuple(slice(0, n) for n in part.shape)] = part
+                part = padded
+            chunk = np.asarray(part, dtype=dtype, order=meta.order)
+            encoded = meta.compressor.encode(chunk) if meta.compressor else chunk.tobytes()
+            (self._path / name / meta.encode_chunk_key(coords)).write_bytes(encoded)
 
     def _stop(self) -> None:
         if self._thread.is_alive():
@@ -518,6 +530,32 @@ class _ArrayWriter:
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+def _whole_chunks(
+    meta: object, index: tuple, values: np.ndarray
+) -> list[tuple[tuple[int, ...], np.ndarray]] | None:
+    """(chunk coordinates, the part of ``values`` it holds) for each chunk that ``index``
+    (integers and slices with bounds) covers of a Zarr v2 array without filters; None
+    when it covers part of one (the part of an edge chunk inside the array is whole), or
+    the array is of another kind."""
+    if getattr(meta, "zarr_format", None) != 2 or meta.filters or meta.fill_value is None:
+        return None
+    index = tuple(slice(i, i + 1) if isinstance(i, int) else i for i in index)
+    block = values.reshape([s.stop - s.start for s in index])  # integers: length-1 axes
+    axes = tuple(zip(index, meta.chunks, meta.shape, strict=True))
+    if any(s.start % size or (s.stop % size and s.stop != length) for s, size, length in axes):
+        return None
+    ranges = [range(s.start // size, -(-s.stop // size)) for s, size, _ in axes]
+    return [(coords, block[_chunk_part(coords, axes)]) for coords in itertools.product(*ranges)]
+
+
+def _chunk_part(coords: tuple[int, ...], axes: tuple) -> tuple[slice, ...]:
+    """Where chunk ``coords`` lies in a block: ``axes`` are (block slice, chunk size, -)."""
+    return tuple(
+        slice(c * size - s.start, min((c + 1) * size, s.stop) - s.start)
+        for c, (s, size, _) in zip(coords, axes, strict=True)
+    )
 
 
 def _write_terrain(dem: Source, grid: Grid, arrays: _ArrayWriter) -> None:
