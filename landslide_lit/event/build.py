@@ -22,15 +22,18 @@ cube that looks finished.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import datetime as dt
+import functools
 import itertools
 import logging
 import os
 import queue
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -498,6 +501,8 @@ class _ArrayWriter:
                     self._store(*item)
                 except BaseException as error:  # raised in the building thread
                     self._error = error
+            del item  # the block is freed before the heap is trimmed
+            _trim_heap()
 
     def _store(self, name: str, index: tuple, values: np.ndarray) -> None:
         if name not in self._arrays:
@@ -530,6 +535,30 @@ class _ArrayWriter:
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; None for other C libraries."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _trim_heap() -> None:
+    """Give the C heap's freed pages back to the system (glibc; nothing elsewhere).
+
+    After freeing its first block-sized array glibc serves arrays up to that size from
+    its heap instead of mappings of their own and keeps what is freed for reuse; the
+    blocks and masks of each band left holes whose pages stayed resident, and the peak
+    crept up with the bands written (by ~15 MiB now and then over 40 bands of 2048 px).
+    ``malloc_trim`` returns free pages of every arena; done once per block in the writer
+    thread (~2 ms, beside ~20 ms of compressing and writing a 2048 px block).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _whole_chunks(
