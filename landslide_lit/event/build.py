@@ -10,7 +10,9 @@
   provenance attributes;
 - ``OUT.yaml``: the region mapping for ``--region OUT.yaml`` / ``--data.test_region``.
 
-Only one block of one scene (at most ``BLOCK`` x ``BLOCK`` pixels) is in memory at a time.
+At most three blocks of ``BLOCK`` x ``BLOCK`` pixels are in memory at a time, whatever the
+number of scenes: the one read, one waiting and the one a background thread compresses
+and writes (:class:`_ArrayWriter`).
 Every band is checked to cover the area and to hold plausible linear power
 (:func:`check_power`): before anything is written, on a coarse version of the grid, where
 its source previews cheaply (overviews, remote COGs); else (GeoTIFFs without overviews,
