@@ -470,3 +470,93 @@ def test_an_existing_cube_needs_overwrite(products, tmp_path, capsys):
     assert list(out.iterdir()) == []
     main(["cube", str(out), *args, "--overwrite"])
     assert (out / ".zmetadata").is_file() and out.with_suffix(".yaml").is_file()
+
+
+def test_a_failed_chunk_write_stops_the_build_and_leaves_no_cube(products, tmp_path, monkeypatch):
+    """Blocks are written in a background thread: its error still ends the build, the
+    partial store is removed after the thread has stopped, and no thread is left."""
+    import threading
+
+    folder, manifest = products
+    stored = []
+
+    def failing(self, name, index, values):
+        stored.append(name)
+        if len(stored) == 3:
+            raise OSError("No space left on device")
+
+    monkeypatch.setattr(build._ArrayWriter, "_store", failing)
+    out = tmp_path / "event.zarr"
+    with pytest.raises(OSError, match="No space left"):
+        _cube(tmp_path, folder, manifest)
+    assert len(stored) <= 3 + build._ArrayWriter.QUEUED  # queued blocks are dropped
+    assert not out.exists() and not out.with_suffix(".yaml").exists()
+    assert not list(tmp_path.glob(".event.zarr*"))
+    assert not [t for t in threading.enumerate() if t.name == "cube-writer"]
+
+
+def test_blocks_are_written_chunk_by_chunk_as_zarr_writes_them(tmp_path, monkeypatch):
+    """Whole chunks (edge chunks padded) are encoded and stored by the builder itself,
+    parts of chunks by zarr: either way the store holds the bytes zarr's own writes give."""
+    import zarr
+
+    rng = np.random.default_rng(0)
+    values = rng.gamma(4.0, 0.025, (2, 10, 9)).astype(np.float32)
+    values[0, :3, :3] = np.nan
+    blocks = [  # whole chunks of 4 x 4 (edge chunks of 2 rows, 1 column), then parts
+        (0, slice(0, 8), slice(0, 8)),
+        (0, slice(8, 10), slice(0, 9)),
+        (0, slice(0, 8), slice(8, 9)),
+        (1, slice(0, 3), slice(0, 9)),
+        (1, slice(3, 10), slice(0, 9)),
+    ]
+    whole = []
+    chunks_of = build._whole_chunks
+    monkeypatch.setattr(build, "_whole_chunks", lambda *a: whole.append(chunks_of(*a)) or whole[-1])
+    stores = {}
+    for way in ("builder", "zarr"):
+        store = stores[way] = tmp_path / f"{way}.zarr"
+        group = zarr.open_group(store, mode="w", zarr_format=2)
+        group.create_array(
+            "vv",
+            shape=values.shape,
+            chunks=(1, 4, 4),
+            dtype="float32",
+            fill_value=np.nan,
+            config={"write_empty_chunks": True},
+        )
+        if way == "builder":
+            with build._ArrayWriter(store) as arrays:
+                for index in blocks:
+                    arrays.write("vv", index, values[index].copy())
+                arrays.finish({})
+        else:
+            for index in blocks:
+                group["vv"][index] = values[index]
+    assert [len(c) if c else None for c in whole] == [4, 3, 2, None, None]
+    files = sorted(p.name for p in (stores["zarr"] / "vv").iterdir())
+    assert len(files) == 2 * 3 * 3 + 2  # every chunk, .zarray, .zattrs
+    for name in files:
+        assert (stores["builder"] / "vv" / name).read_bytes() == (
+            stores["zarr"] / "vv" / name
+        ).read_bytes(), name
+    assert np.array_equal(zarr.open_array(stores["builder"] / "vv")[...], values, equal_nan=True)
+
+
+def test_the_writer_gives_freed_heap_back_after_each_block(products, tmp_path, monkeypatch):
+    """glibc keeps freed block-sized arrays resident (the peak crept up with the bands
+    written): the writer trims the heap after each block, and nothing else without glibc."""
+    folder, manifest = products
+    trims, blocks = [], []
+    store = build._ArrayWriter._store
+    monkeypatch.setattr(build, "_trim_heap", lambda: trims.append(len(blocks)))
+    monkeypatch.setattr(
+        build._ArrayWriter, "_store", lambda self, *a: blocks.append(a[0]) or store(self, *a)
+    )
+    _cube(tmp_path, folder, manifest)
+    assert trims == list(range(1, len(blocks) + 1)) and len(blocks) > 2
+    build._malloc_trim.cache_clear()
+    monkeypatch.setattr(build.ctypes, "CDLL", lambda name: object())  # no malloc_trim
+    build._trim_heap()
+    assert build._malloc_trim() is None
+    build._malloc_trim.cache_clear()

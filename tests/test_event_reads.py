@@ -125,3 +125,23 @@ def test_bands_without_overviews_are_checked_on_the_values_written(tmp_path, mon
         _build(folder, tmp_path / "cube.zarr")
     assert shapes == [(32, 32)] * 3  # no previews; scene 0 VV, VH, scene 1 VV: it stops there
     assert list(tmp_path.iterdir()) == [tmp_path / "sar"]  # nothing left behind
+
+
+def test_each_file_is_opened_three_times_per_build(tmp_path, monkeypatch):
+    """Its tags, descriptions and overviews once, its bounds once (for both the UTM zone
+    and the grid), its values once (one block): every open costs ~1 ms, 5 % of a band."""
+    import collections
+
+    import rasterio
+
+    folder = _scenes(tmp_path / "sar", 3, overviews=False)
+    opened: collections.Counter[str] = collections.Counter()
+    real_open = rasterio.open
+
+    def counting(path, *args, **kwargs):
+        opened[Path(path).name] += 1
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio, "open", counting)
+    _build(folder, tmp_path / "cube.zarr")
+    assert len(opened) == 6 and set(opened.values()) == {3}, opened

@@ -239,8 +239,9 @@ def _grid(options: argparse.Namespace, scenes):
     if options.bbox or options.aoi:
         bbox = tuple(options.bbox) if options.bbox else _aoi_bounds(options.aoi)
         return Grid.from_lonlat(bbox, options.resolution, crs)
-    crs = crs or utm_crs(_common_extent(scenes, CRS.from_epsg(4326)))
-    return Grid.from_bounds(_common_extent(scenes, crs), crs, options.resolution)
+    footprints = _footprints(scenes)  # each file opened once for both extents
+    crs = crs or utm_crs(_common_extent(footprints, CRS.from_epsg(4326)))
+    return Grid.from_bounds(_common_extent(footprints, crs), crs, options.resolution)
 
 
 def _crs(text: str):
@@ -273,15 +274,25 @@ def _aoi_bounds(path: str) -> tuple[float, float, float, float]:
     return tuple(frame.to_crs(4326).total_bounds)
 
 
-def _common_extent(scenes, crs) -> tuple[float, float, float, float]:
-    """Where every scene has data (as boxes in lon/lat); one error if that is empty."""
-    from landslide_lit.event.geotiff import file_bounds
+def _footprints(scenes) -> list[tuple[object, list]]:
+    """Each scene with the CRS and bounds of each of its files."""
+    from landslide_lit.event.geotiff import file_footprint
+
+    return [
+        (scene, [file_footprint(b.path) for source in scene.bands.values() for b in source.bands])
+        for scene in scenes
+    ]
+
+
+def _common_extent(footprints, crs) -> tuple[float, float, float, float]:
+    """Where every scene has data (as boxes in ``crs``); one error if that is empty."""
+    from rasterio.warp import transform_bounds
+
     from landslide_lit.event.scenes import EventInputError
 
     boxes = []
-    for scene in scenes:
-        files = [b.path for source in scene.bands.values() for b in source.bands]
-        extents = [file_bounds(path, crs) for path in files]
+    for scene, files in footprints:
+        extents = [transform_bounds(c, crs, *b, densify_pts=21) for c, b in files]
         boxes.append((scene, _union(extents)))
     west = max(b[0] for _, b in boxes)
     south = max(b[1] for _, b in boxes)

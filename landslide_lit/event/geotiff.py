@@ -81,7 +81,8 @@ MANIFEST_COLUMNS = ("path", "time", "polarisation", "orbit_state", "relative_orb
 
 @dataclass(frozen=True)
 class SarFile:
-    """What is known of one GeoTIFF (None: not known yet); ``bands`` maps pol -> band."""
+    """What is known of one GeoTIFF (None: not known yet); ``descriptions`` and
+    ``overviews`` (whether each band has them) are read once, by :func:`describe_files`."""
 
     path: Path
     time: dt.datetime | None = None
@@ -92,6 +93,8 @@ class SarFile:
     relative_orbit: int | None = None
     radiometry: str | None = None
     product: str = "GeoTIFF"
+    descriptions: tuple[str, ...] = ()
+    overviews: tuple[bool, ...] = ()
 
 
 def parse_name(path: Path) -> SarFile:
@@ -190,6 +193,7 @@ def describe_files(
         with rasterio.open(path) as src:
             tags = {k.upper(): v for k, v in src.tags().items()}
             descriptions = [(d or "").strip().lower() for d in src.descriptions]
+            overviews = tuple(bool(src.overviews(i)) for i in src.indexes)
         for key in _ORBIT_TAGS:
             if key in tags:
                 info = _merge(info, "orbit_state", _orbit(tags[key], f"tag {key}"), "its tags")
@@ -204,8 +208,8 @@ def describe_files(
             info = _merge(info, "orbit_state", _ORBIT_WORDS[orbit_state], "--orbit-state")
         if scale is not None:
             info = _merge(info, "scale", scale, "--scale")
-        described.append((info, descriptions))
-    return [_with_bands(info, descriptions) for info, descriptions in described]
+        described.append(replace(info, descriptions=tuple(descriptions), overviews=overviews))
+    return [_with_bands(info) for info in described]
 
 
 def _merge(info: SarFile, field: str, value: object, origin: str) -> SarFile:
@@ -258,8 +262,9 @@ def _int(value: str, where: str) -> int:
     return number
 
 
-def _with_bands(info: SarFile, descriptions: list[str]) -> SarFile:
+def _with_bands(info: SarFile) -> SarFile:
     """Check the polarisation: from the name or manifest (one band), else band descriptions."""
+    descriptions = info.descriptions
     if info.polarisation is not None:
         if len(descriptions) != 1 and info.polarisation in descriptions:
             return info  # a multi-band file named for one of its bands: that band
@@ -279,11 +284,13 @@ def _with_bands(info: SarFile, descriptions: list[str]) -> SarFile:
 
 @dataclass(frozen=True)
 class RasterBand:
-    """One band of a file and the scale of its values (None: use them as they are)."""
+    """One band of a file, the scale of its values (None: use them as they are) and
+    whether it has overviews (None: not known, the file is opened to see)."""
 
     path: Path
     band: int
     scale: Scale | None
+    overviews: bool | None = None
 
 
 class RasterSource:
@@ -301,15 +308,18 @@ class RasterSource:
         import rasterio
 
         for band in self.bands:
-            with rasterio.open(band.path) as src:
-                if not src.overviews(band.band):
-                    return False
+            if band.overviews is None:
+                with rasterio.open(band.path) as src:
+                    if not src.overviews(band.band):
+                        return False
+            elif not band.overviews:
+                return False
         return True
 
     def read(self, grid: Grid) -> np.ndarray:
         if len(self.bands) == 1:  # the mean of one file: its values, no data as NaN
             values = _read_band(self.bands[0], grid)
-            values[~np.isfinite(values)] = np.nan
+            values[np.isinf(values)] = np.nan  # NaN already is
             return np.add(values, np.float32(0), out=values)  # -0.0 -> 0.0, as the sum below
         total = np.zeros(grid.shape, np.float64)
         count = np.zeros(grid.shape, np.int32)
@@ -332,10 +342,10 @@ def _read_band(band: RasterBand, grid: Grid) -> np.ndarray:
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window, from_bounds
 
-    out = np.full(grid.shape, np.nan, np.float32)
     with rasterio.open(band.path) as src:
         if _same_pixels(src, grid):
-            return _read_aligned(src, band, grid, out)
+            return _read_aligned(src, band, grid)
+        out = np.full(grid.shape, np.nan, np.float32)
         bounds = transform_bounds(grid.crs.to_wkt(), src.crs, *grid.bounds, densify_pts=21)
         window = from_bounds(*bounds, transform=src.transform)
         ratio = max(window.width / grid.width, window.height / grid.height)
@@ -389,9 +399,11 @@ def _same_pixels(src: Any, grid: Grid) -> bool:
     return src.crs == type(src.crs).from_wkt(grid.crs.to_wkt())
 
 
-def _read_aligned(src: Any, band: RasterBand, grid: Grid, out: np.ndarray) -> np.ndarray:
-    """The grid's part of a file on the grid's own pixels, read straight into ``out``: what
-    resampling gives there (each grid pixel centre is a file pixel centre), without it."""
+def _read_aligned(src: Any, band: RasterBand, grid: Grid) -> np.ndarray:
+    """The grid's part of a file on the grid's own pixels, NaN where the file does not
+    reach: what resampling gives there (each grid pixel centre is a file pixel centre),
+    without it. The values read are returned as they are when the file covers the grid
+    (no NaN-filled copy, the usual case)."""
     from rasterio.errors import WindowError
     from rasterio.windows import Window
 
@@ -402,10 +414,13 @@ def _read_aligned(src: Any, band: RasterBand, grid: Grid, out: np.ndarray) -> np
             Window(0, 0, src.width, src.height)
         )
     except WindowError:
-        return out  # the file does not reach this part of the grid
+        return np.full(grid.shape, np.nan, np.float32)  # the file does not reach here
     values = _read_values(src, band.band, window=window)
     if band.scale is not None:
         values = to_power(values, band.scale)
+    if values.shape == grid.shape:
+        return values
+    out = np.full(grid.shape, np.nan, np.float32)
     rows = slice(int(window.row_off) - row, int(window.row_off) - row + int(window.height))
     cols = slice(int(window.col_off) - col, int(window.col_off) - col + int(window.width))
     out[rows, cols] = values
@@ -480,7 +495,7 @@ def _scene(group: list[SarFile]) -> Scene:
             )
     bands = {}
     for pol in POLARISATIONS:
-        chosen = [RasterBand(f.path, _band_index(f, pol), f.scale) for f in group if _has(f, pol)]
+        chosen = [_band(f, pol) for f in group if _has(f, pol)]
         if chosen:
             bands[pol] = RasterSource(chosen)
     return Scene(
@@ -496,25 +511,18 @@ def _scene(group: list[SarFile]) -> Scene:
 
 
 def _has(info: SarFile, pol: str) -> bool:
-    return info.polarisation == pol if info.polarisation else pol in _descriptions(info.path)
+    return info.polarisation == pol if info.polarisation else pol in info.descriptions
 
 
-def _band_index(info: SarFile, pol: str) -> int:
-    descriptions = _descriptions(info.path)
-    return descriptions.index(pol) + 1 if pol in descriptions else 1
+def _band(info: SarFile, pol: str) -> RasterBand:
+    """The band of ``info`` holding ``pol``: the one described so, else the first."""
+    index = info.descriptions.index(pol) + 1 if pol in info.descriptions else 1
+    return RasterBand(info.path, index, info.scale, info.overviews[index - 1])
 
 
-def _descriptions(path: Path) -> list[str]:
+def file_footprint(path: Path) -> tuple[Any, Bounds]:
+    """The CRS and bounds of ``path``, for :func:`rasterio.warp.transform_bounds`."""
     import rasterio
 
     with rasterio.open(path) as src:
-        return [(d or "").strip().lower() for d in src.descriptions]
-
-
-def file_bounds(path: Path, crs: object) -> Bounds:
-    """The bounds of ``path`` in ``crs``."""
-    import rasterio
-    from rasterio.warp import transform_bounds
-
-    with rasterio.open(path) as src:
-        return transform_bounds(src.crs, crs, *src.bounds, densify_pts=21)
+        return src.crs, tuple(src.bounds)
