@@ -271,3 +271,16 @@ def test_the_cog_check_tells_a_plain_geotiff(tmp_path, field):
     problems = cog_problems(path, predictor=3)
     assert any("LAYOUT=COG" in p for p in problems)
     assert any("IFDs" in p for p in problems)
+
+
+def test_the_quicklook_preview_of_a_wide_map_keeps_every_landslide(tmp_path):
+    """On a preview coarser than the map, outlines are simplified to its cells; a landslide
+    smaller than a cell stays visible, and one riddled with holes is burnt whole."""
+    probability = np.zeros((40, 2100))
+    probability[5, 7] = 0.9  # one pixel: collapses when simplified to 3-pixel cells
+    probability[10:38, 100:2000] = 0.9
+    probability[11:37:2, 101:1999:2] = 0.1  # ~12 000 one-pixel holes
+    _, summary, products = make_products(tmp_path, probability)
+    assert products.preview_step == 3 and summary["landslides"] == 2
+    assert products.preview[5 // 3, 7 // 3]
+    assert products.preview[4:12, 34:666].all()  # the holey landslide's cells, inside
