@@ -58,3 +58,31 @@ def test_polygons_are_labelled_in_bounded_parts_of_a_wide_band(monkeypatch):
     assert found(48 * 5) == whole
     assert len(whole) > 5 and max(labelled) <= 48 * 5
     assert len(labelled) == -(-64 // 5)
+
+
+def test_a_cog_is_closed_with_a_bounded_gdal_block_cache(tmp_path, monkeypatch):
+    """GDAL's default block cache (5 % of the memory) kept the whole raster while the
+    overviews were built and the COG copied: the close runs under CLOSE_CACHE_MB."""
+    pytest.importorskip("rasterio")
+    import rasterio
+    import rasterio.shutil
+    from affine import Affine
+
+    from landslide_lit.rasters import CLOSE_CACHE_MB, CogWriter, Grid
+
+    caches = []
+    copy = rasterio.shutil.copy
+
+    def copy_and_note(*args, **kwargs):
+        caches.append(rasterio.env.getenv()["GDAL_CACHEMAX"])
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(rasterio.shutil, "copy", copy_and_note)
+    grid = Grid(300, 520, Affine(10, 0, 500_000, 0, -10, 4_800_000), "EPSG:32654")
+    writer = CogWriter(tmp_path / "map.tif", grid, "float32", float("nan"))
+    values = probability_field(300, 520).astype(np.float32)
+    writer.write(0, values)
+    writer.close()
+    assert caches == [CLOSE_CACHE_MB]
+    with rasterio.open(tmp_path / "map.tif") as src:
+        np.testing.assert_array_equal(src.read(1), values)
