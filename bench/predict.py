@@ -97,6 +97,16 @@ def datamodule(root: Path, batch: int, workers: int = 0, **data):
     )
 
 
+def untrained(args, size: tuple[int, int]):
+    """The cube of ``size``, its data module and an untrained model in eval mode."""
+    from landslide_lit.module import LandslideSegmenter
+
+    root = cube_root(size)
+    dm = datamodule(root, args.batch)
+    model = LandslideSegmenter(channel_names=list(dm.channel_names), encoder_name=args.encoder)
+    return root, dm, model.eval()
+
+
 def trainer(out: Path, **maps) -> L.Trainer:
     """A predict trainer; ``maps``: the writer's options (default: the netCDF map alone)."""
     from landslide_lit.maps import ProbabilityMapWriter
@@ -183,13 +193,8 @@ def interleaved(runs: dict, repeats: int) -> dict[str, list[float]]:
 
 def throughput(args) -> tuple[list[list[str]], list[str]]:
     """Target 2: predict against the one-pass floor, on the larger region."""
-    from landslide_lit.module import LandslideSegmenter
-
     size = args.sizes[-1]
-    root = cube_root(size)
-    dm = datamodule(root, args.batch)
-    model = LandslideSegmenter(channel_names=list(dm.channel_names), encoder_name=args.encoder)
-    model.eval()
+    root, dm, model = untrained(args, size)
     channels = len(dm.channel_names)
     default = Predict(model, root, args, dm.predict_window, "auto", True)
     runs = {
@@ -268,13 +273,8 @@ def cpu_options(args) -> tuple[list[list[str]], list[str]]:
     import numpy as np
     import torch
 
-    from landslide_lit.module import LandslideSegmenter
-
     size = args.sizes[-1]
-    root = cube_root(size)
-    dm = datamodule(root, args.batch)
-    model = LandslideSegmenter(channel_names=list(dm.channel_names), encoder_name=args.encoder)
-    model.eval()
+    root, dm, model = untrained(args, size)
     window = dm.predict_window
     runs = {name: Predict(model, root, args, window, *o) for name, o in OPTIONS.items()}
     cores = os.cpu_count() or 1
@@ -392,15 +392,11 @@ def memory(args, size: tuple[int, int]) -> dict:
     """In a fresh process: peak RSS of one predict above the RSS before it."""
     import torch
 
-    from landslide_lit.module import LandslideSegmenter
-
-    root = cube_root(size)
-    dm = datamodule(root, args.batch)
     # The same weights in every process: the mask and polygons (whose memory follows the
     # map: from 11 to 107 000 landslides between unseeded models) are then one workload.
     torch.manual_seed(MEMORY_SEED)
-    model = LandslideSegmenter(channel_names=list(dm.channel_names), encoder_name=args.encoder)
-    run = Predict(model.eval(), root, args, dm.predict_window, "auto", True, maps=ALL_OUTPUTS)
+    root, dm, model = untrained(args, size)
+    run = Predict(model, root, args, dm.predict_window, "auto", True, maps=ALL_OUTPUTS)
     before = reset_peak()
     seconds = run()
     summary = json.loads((run.out / "talakmau_landslide_probability.json").read_text())
