@@ -123,6 +123,12 @@ def constant_model(channels: tuple[str, ...], value: float = 0.0) -> LandslideSe
 
 def predict(model, dm, folder: Path, **writer) -> Path:
     writer.setdefault("threshold", "none")  # these models were never validated: no thresholds
+    return write_map(model, dm, folder, **writer)
+
+
+def write_map(model, dm, folder: Path, **writer) -> Path:
+    """Predict ``dm``'s test region through ``ProbabilityMapWriter(**writer)`` into
+    ``folder``; the map's path without its suffix."""
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,

@@ -39,6 +39,7 @@ from landslide_lit.thresholds import CONVENTION, ChosenThreshold
 from tests.cogs import cog_problems
 from tests.probability_maps import fake_windows
 from tests.test_bad_input import QUIET, fit_args, good_cube, write_root
+from tests.test_maps import write_map
 
 TINY = {
     "encoder_name": "tu-test_resnet",
@@ -105,15 +106,7 @@ def model(seed: int = 0, thresholds: dict | None = None) -> LandslideSegmenter:
 
 
 def predict(module, root: Path, folder: Path, **writer) -> Path:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[ProbabilityMapWriter(output_dir=str(folder), **writer)],
-    )
-    trainer.predict(module, datamodule=datamodule(root))
-    return folder / f"{REGION}_landslide_probability"
+    return write_map(module, datamodule(root), folder, **writer)
 
 
 def layer(path: Path):
