@@ -38,9 +38,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -139,6 +141,7 @@ class Predict:
             **data,
         )
         self.out = Path(tempfile.mkdtemp(dir=WORK))
+        weakref.finalize(self, shutil.rmtree, self.out, True)  # maps are timed, not kept
         self.trainer = trainer(self.out, **(maps or {}))
 
     def __call__(self) -> float:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,7 +53,8 @@ def one_fit(mode: str, encoder: str, epochs: int, out: Path) -> dict:
 
     root = synthetic_root()
     workdir = WORK / f"fit-{mode}-{encoder}"
-    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # one run's checkpoints, not every run's
+    workdir.mkdir(parents=True)
     os.chdir(workdir)
     probe = {"class_path": "fitprobe.InterleavedBareLoop", "init_args": {"out": str(out)}}
     args = [
@@ -81,7 +83,8 @@ def one_fit_gpu(epochs: int, out: str) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     root = synthetic_root()
     workdir = WORK / "fit-gpu"
-    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     os.chdir(workdir)
     probe = {"class_path": "fitprobe.InterleavedBareLoop", "init_args": {"out": out}}
     run(
