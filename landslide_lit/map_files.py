@@ -1,6 +1,6 @@
-"""The files of one region's probability map, written band by band of rows.
+"""The files of one region's probability map, written block by block.
 
-:class:`MapFiles` hands each final :class:`Band` to one writer per format (netCDF, zarr,
+:class:`MapFiles` hands each final :class:`Block` to one writer per format (netCDF, zarr,
 GeoTIFF), to the responder products (mask and polygons, when given) and to the reducers of
 the quicklook and the region score; on close it completes every file, draws the
 quicklook, renames the files into place and writes the JSON summary last. The writers fill
@@ -37,13 +37,15 @@ from landslide_lit.owners import owner_tag
 from landslide_lit.rasters import CogWriter, Grid, cf_crs, write_style
 
 __all__ = [
+    "BLOCK_COLUMNS",
     "CHUNK",
+    "CHUNK_CACHE_BYTES",
     "CONVENTIONS",
     "QUICKLOOK_PIXELS",
     "SCORE_PIXELS",
     "STD_VARIABLE",
     "VARIABLE",
-    "Band",
+    "Block",
     "Format",
     "GeoTiffFile",
     "MapFiles",
@@ -52,6 +54,7 @@ __all__ = [
     "Quicklook",
     "RegionScore",
     "ZarrStore",
+    "block_columns",
     "map_grid",
 ]
 
@@ -65,65 +68,99 @@ CONVENTIONS = "CF-1.8"
 """The metadata conventions of the netCDF and zarr maps (global ``Conventions``)."""
 CHUNK = 256
 """Side of the output's compression chunks (and GeoTIFF tiles), in pixels."""
+BLOCK_COLUMNS = 4 * CHUNK
+"""Columns of the blocks a map is written in (a whole number of chunks): its bands of
+rows go to the files a block at a time, so the writers' memory is the same however wide
+the region."""
 QUICKLOOK_PIXELS = 1024
 """Longest side of the quicklook's image, in map pixels."""
+CHUNK_CACHE_BYTES = 4 << 20
+"""netCDF's cache of a map variable's chunks (a block's chunks, with room): by default
+64 MiB, which kept up to that many of the written chunks, so predict's peak grew with the
+region's area."""
 SCORE_PIXELS = 1 << 16
-"""Pixels of a band the region score counts at a time (bounded temporaries)."""
+"""Pixels of a block the region score counts at a time (bounded temporaries)."""
 
 
-class Band:
-    """Final rows [y0, y0 + len) of a map: probability (an ensemble's mean; NaN without
-    data), its standard deviation across an ensemble's members (None for one model),
-    valid, target."""
+def block_columns(width: int) -> list[slice]:
+    """The columns of each block of a band of rows, from the left."""
+    return [slice(x0, min(x0 + BLOCK_COLUMNS, width)) for x0 in range(0, width, BLOCK_COLUMNS)]
+
+
+class Block:
+    """A final block of a map, at row ``y0`` and column ``x0``: probability (an ensemble's
+    mean; NaN without data), its standard deviation across an ensemble's members (None for
+    one model), valid, target.
+
+    A map comes block by block in order: band by band of rows from the top, each band's
+    blocks (all of its rows) from the left.
+    """
 
     def __init__(
         self,
         y0: int,
+        x0: int,
         probability: np.ndarray,
         valid: np.ndarray,
         target: np.ndarray,
         std: np.ndarray | None = None,
     ) -> None:
-        self.y0, self.probability, self.valid, self.target = y0, probability, valid, target
-        self.std = std
+        self.y0, self.x0 = y0, x0
+        self.probability, self.valid, self.target, self.std = probability, valid, target, std
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.y0, self.y0 + self.probability.shape[0])
+
+    @property
+    def columns(self) -> slice:
+        return slice(self.x0, self.x0 + self.probability.shape[1])
 
     @classmethod
-    def from_sums(cls, y0: int, total: np.ndarray, flags: np.ndarray) -> Band:
-        """Final rows from each member's summed weighted probabilities ``total``
-        (rows, members, width; clipped in place) and the pixel flags.
+    def from_sums(cls, y0: int, x0: int, total: np.ndarray, flags: np.ndarray) -> Block:
+        """The block from each member's summed weighted probabilities ``total``
+        (rows, members, columns; clipped in place) and the pixel flags.
 
         Each member's map is its sums clipped to [0, 1], as one model's; an ensemble's
         mean and (population) standard deviation are taken over these K values per pixel
         in float64, two-pass: exact up to the float32 they are stored in.
         """
         valid, target = (flags & 1) > 0, (flags & 2) > 0
-        maps = np.clip(total, 0.0, 1.0, out=total)  # in place: one band the less
+        maps = np.clip(total, 0.0, 1.0, out=total)  # in place: one block the less
         nan = np.float32(np.nan)
         if maps.shape[1] == 1:
-            probability = maps[:, 0]  # in place too: the band's one float copy is the sums'
+            probability = maps[:, 0]  # in place too: the block's one float copy is the sums'
             probability[~valid] = nan
-            return cls(y0, probability, valid, target)
+            return cls(y0, x0, probability, valid, target)
         mean = maps.mean(axis=1, dtype=np.float64)
         std = maps.std(axis=1, dtype=np.float64)
         return cls(
             y0,
+            x0,
             np.where(valid, mean, nan).astype(np.float32),
             valid,
             target,
             np.where(valid, std, nan).astype(np.float32),
         )
 
+    @classmethod
+    def joined(cls, blocks: list[Block]) -> Block:
+        """The blocks of one band of rows, side by side, as one block."""
+        parts = [[getattr(b, name) for b in blocks] for name in ("probability", "valid", "target")]
+        std = None if blocks[0].std is None else np.hstack([b.std for b in blocks])
+        return cls(blocks[0].y0, blocks[0].x0, *(np.hstack(p) for p in parts), std)
+
 
 class Products(Protocol):
     """What :class:`MapFiles` asks of the responder products
-    (:class:`~landslide_lit.products.ResponderProducts`): fed every band, completed under
+    (:class:`~landslide_lit.products.ResponderProducts`): fed every block, completed under
     hidden names, then published with the map; a preview of the kept landslides on the
     quicklook's grid."""
 
     preview: np.ndarray
     preview_step: int
 
-    def add(self, band: Band) -> None: ...
+    def add(self, block: Block) -> None: ...
 
     def finish(self) -> dict[str, Any]: ...
 
@@ -133,12 +170,12 @@ class Products(Protocol):
 
 
 class MapFiles:
-    """The files of one region's map, written band by band.
+    """The files of one region's map, written block by block (see :class:`Block`).
 
     They are written under hidden temporary names and renamed to
     ``<region>_landslide_probability.*`` (and the ``products``' names) by :meth:`close`
     once all are complete, so an interrupted predict leaves nothing that looks like a
-    finished map. ``products``: the landslide mask and polygons, fed the same bands (the
+    finished map. ``products``: the landslide mask and polygons, fed the same blocks (the
     ensemble's mean), their summary merged into the JSON.
     """
 
@@ -169,11 +206,11 @@ class MapFiles:
         self.score = RegionScore() if windows.has_labels else None
         log.info("%s: writing the landslide probability map to %s.*", self.region, self.stem)
 
-    def add(self, band: Band) -> None:
+    def add(self, block: Block) -> None:
         for sink in self.sinks:
-            sink.write(band)
+            sink.write(block)
         for reducer in filter(None, (self.products, self.look, self.score)):
-            reducer.add(band)
+            reducer.add(block)
 
     def close(self, trainer: L.Trainer) -> None:
         """Complete the files, draw the quicklook, publish them all, write the JSON summary
@@ -222,8 +259,8 @@ class MapFiles:
     def _publish(self, path: Path) -> Path:
         """Rename a finished partial file (or zarr folder) to its final name.
 
-        Not :func:`~landslide_lit.atomic.write_atomically`: a partial file is filled band
-        by band for the whole predict under a name with its owner tag, which the sweep of
+        Not :func:`~landslide_lit.atomic.write_atomically`: a partial file is filled block
+        by block for the whole predict under a name with its owner tag, which the sweep of
         a killed process's files recognises; publishing it is the rename alone.
         """
         final = self.stem.with_suffix(path.suffix)
@@ -294,12 +331,12 @@ def _netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 class NetCDFFile:
-    """``.nc``: netCDF4 (CF-1.8), the map compressed in CHUNK-square chunks, written band
-    by band.
+    """``.nc``: netCDF4 (CF-1.8), the map compressed in CHUNK-square chunks, written block
+    by block.
 
     Every netCDF call holds :data:`~landslide_lit.data.cube.NETCDF_LOCK`: the netCDF-C
     library is not thread-safe and netCDF4-python releases the GIL in its calls, while
-    the bands are written in the map writer's thread, other regions' maps in others, and
+    the blocks are written in the map writer's thread, other regions' maps in others, and
     the main thread may read a netCDF cube through xarray meanwhile (which
     :func:`~landslide_lit.data.cube.open_cube` gives the same lock). Coordinates are read
     from the cube before taking it.
@@ -312,8 +349,8 @@ class NetCDFFile:
 
         self.path = stem.with_suffix(".nc")
         plan, (y, x) = windows.plan, windows.dims
-        self.y = y
-        self.banded = []  # 2-D coordinates (e.g. lat/lon), written with the map's bands
+        self.dims = (y, x)
+        self.banded = []  # 2-D coordinates (e.g. lat/lon), written with the map's blocks
         coords = []
         for name, var in windows.grid.variables.items():
             encoded = xr.conventions.encode_cf_variable(var, name=name)
@@ -341,7 +378,7 @@ class NetCDFFile:
             self.ds.setncatts(_netcdf_attrs({**attrs, "Conventions": CONVENTIONS}))
 
     def _map_variable(self, name: str, dims: tuple[str, str], plan: WindowPlan) -> Any:
-        return self.ds.createVariable(
+        variable = self.ds.createVariable(
             name,
             "f4",
             dims,
@@ -351,17 +388,20 @@ class NetCDFFile:
             chunksizes=(min(CHUNK, plan.height), min(CHUNK, plan.width)),
             fill_value=np.float32(np.nan),
         )
+        variable.set_var_chunk_cache(size=CHUNK_CACHE_BYTES, preemption=1.0)  # written: out
+        return variable
 
-    def write(self, band: Band) -> None:
-        rows = slice(band.y0, band.y0 + len(band.probability))
-        coords = [(name, coord.isel({self.y: rows}).values) for name, coord in self.banded]
+    def write(self, block: Block) -> None:
+        y, x = self.dims
+        where = {y: block.rows, x: block.columns}
+        coords = [(name, coord.isel(where, missing_dims="ignore")) for name, coord in self.banded]
         with NETCDF_LOCK:
-            self.var[rows, :] = band.probability
+            self.var[block.rows, block.columns] = block.probability
             if self.std is not None:
-                self.std[rows, :] = band.std
-            for name, values in coords:
-                self.ds[name][rows] = values
-            self.ds.sync()  # compress the band's chunks now, not all of them at close
+                self.std[block.rows, block.columns] = block.std
+            for name, coord in coords:
+                self.ds[name][tuple(where.get(d, slice(None)) for d in coord.dims)] = coord.values
+            self.ds.sync()  # compress the block's chunks now, not all of them at close
 
     def close(self, attrs: dict[str, Any]) -> Path:
         with NETCDF_LOCK:
@@ -377,8 +417,8 @@ class NetCDFFile:
 
 
 class ZarrStore:
-    """``.zarr``: the map appended band by band along y, consolidated at the end (CF
-    attributes, as the netCDF map)."""
+    """``.zarr``: the map appended band by band of rows along y (its blocks joined),
+    consolidated at the end (CF attributes, as the netCDF map)."""
 
     def __init__(
         self, stem: Path, windows: WindowDataset, attrs: dict[str, Any], std: bool = False
@@ -386,16 +426,23 @@ class ZarrStore:
         self.path = stem.with_suffix(".zarr")
         self.windows, self.std, self.started = windows, std, False
         self.attrs = _netcdf_attrs({**attrs, "Conventions": CONVENTIONS})
+        self.band: list[Block] = []  # the blocks of the band of rows being written
 
-    def write(self, band: Band) -> None:
+    def write(self, block: Block) -> None:
+        self.band.append(block)
+        if block.columns.stop == self.windows.plan.width:
+            band, self.band = Block.joined(self.band), []
+            self._append(band)
+
+    def _append(self, band: Block) -> None:
         y, x = self.windows.dims
-        rows = slice(band.y0, band.y0 + len(band.probability))
         variables = {
             VARIABLE: xr.Variable((y, x), band.probability, _variable_attrs(self.windows, self.std))
         }
         if self.std:
             variables[STD_VARIABLE] = xr.Variable((y, x), band.std, _std_attrs(self.windows))
-        coords = self.windows.grid.isel({y: rows}).drop_encoding().coords  # not the cube's codecs
+        # not the cube's codecs
+        coords = self.windows.grid.isel({y: band.rows}).drop_encoding().coords
         ds = xr.Dataset(variables, coords=coords)
         if self.started:
             ds.to_zarr(self.path, append_dim=y, consolidated=True)
@@ -462,9 +509,9 @@ class GeoTiffFile:
             tags=_tags(attrs),
         )
 
-    def write(self, band: Band) -> None:
-        rows = np.stack([band.probability, band.std]) if self.std else band.probability
-        self.cog.write(band.y0, rows)
+    def write(self, block: Block) -> None:
+        pixels = np.stack([block.probability, block.std]) if self.std else block.probability
+        self.cog.write(block.y0, pixels, block.x0)
 
     def close(self, attrs: dict[str, Any]) -> Path:
         self.cog.update_tags(_tags(attrs))
@@ -486,11 +533,14 @@ class Quicklook:
         self.target = np.zeros(shape, bool)
         self.axes = _MapAxes.of(windows, attrs)
 
-    def add(self, band: Band) -> None:
-        rows = np.arange((-band.y0) % self.step, len(band.probability), self.step)
-        out = (band.y0 + rows) // self.step
-        self.probability[out] = band.probability[rows, :: self.step]
-        self.target[out] = band.target[rows, :: self.step]
+    def add(self, block: Block) -> None:
+        rows, columns = (
+            np.arange((-start) % self.step, size, self.step)
+            for start, size in zip((block.y0, block.x0), block.probability.shape, strict=True)
+        )
+        cells = np.ix_((block.y0 + rows) // self.step, (block.x0 + columns) // self.step)
+        self.probability[cells] = block.probability[np.ix_(rows, columns)]
+        self.target[cells] = block.target[np.ix_(rows, columns)]
 
     def save(
         self,
@@ -664,18 +714,17 @@ def _pyproj_crs(text: str) -> Any:
 class RegionScore:
     """Region AUPRC over valid pixels in constant memory (a probability histogram).
 
-    A band is counted :data:`SCORE_PIXELS` pixels at a time: the histogram's update makes
-    about 40 bytes of temporaries a pixel, which for whole bands would grow with the
-    region's width. The counts are integers, the same in any order.
+    A block is counted :data:`SCORE_PIXELS` pixels at a time: the histogram's update makes
+    about 40 bytes of temporaries a pixel. The counts are integers, the same in any order.
     """
 
     def __init__(self) -> None:
         self.auprc = BinnedAveragePrecision(sync_on_compute=False)
         self.valid = self.positive = 0
 
-    def add(self, band: Band) -> None:
+    def add(self, block: Block) -> None:
         probability, valid, target = (
-            a.reshape(-1) for a in (band.probability, band.valid, band.target)
+            a.reshape(-1) for a in (block.probability, block.valid, block.target)
         )
         for start in range(0, len(probability), SCORE_PIXELS):
             part = slice(start, start + SCORE_PIXELS)

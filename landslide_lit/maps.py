@@ -4,8 +4,9 @@ Each process adds its windows' probabilities, weighted by the blending weights o
 :class:`~landslide_lit.data.windows.WindowPlan`, to a rolling band of rows one window high
 and appends the rows no later window reaches to a spill file beside the output. A single
 process writes each band of the map from there as soon as it is final, in a background
-thread, while it goes on predicting; under DDP the spill files are read back at the end,
-band by band, summed over the processes (an all-reduce) and rank 0 writes. The files are
+thread, while it goes on predicting, a block of :data:`~landslide_lit.map_files.BLOCK_COLUMNS`
+columns at a time; under DDP the spill files are read back at the end, block by block,
+summed over the processes (an all-reduce) and rank 0 writes. The files are
 written under hidden names that carry the writer's process id and host
 (``.<name>.pid<PID>-<HOST>.<suffix>``) and renamed when complete; those a killed process
 left behind are removed by the next predict into the folder on that host. The files
@@ -18,7 +19,7 @@ left behind are removed by the next predict into the folder on that host. The fi
   its QGIS style ``.qml``) on request (GeoTIFF by default when rasterio is installed);
 - at a threshold (``threshold``, by default the checkpoint's max-F1 one, resolved once at
   predict start): the landslide mask and polygons of
-  :class:`~landslide_lit.products.ResponderProducts`, built from the same bands;
+  :class:`~landslide_lit.products.ResponderProducts`, built from the same blocks;
 - ``<region>_landslide_probability.png``: a downsampled quicklook in map coordinates,
   the predicted landslides and the mapped ones outlined;
 - ``<region>_landslide_probability.json``: files, provenance, the landslides' summary
@@ -29,9 +30,10 @@ An ensemble (:class:`~landslide_lit.ensemble.EnsembleSegmenter`, K members) pred
 probabilities per window. Each member's weighted sums are kept apart (K sums per pixel
 in the band and the spill file), so each member's map is blended exactly as a single
 model's, and the map is their mean with their standard deviation beside it (see
-:meth:`~landslide_lit.map_files.Band.from_sums`); one model's map is the same either way.
+:meth:`~landslide_lit.map_files.Block.from_sums`); one model's map is the same either way.
 
-Memory holds a few bands of rows (K sums a pixel), whatever the region's height.
+Memory holds the band one window high (K sums a pixel), whatever the region's height,
+and the writers a block, whatever its width.
 """
 
 from __future__ import annotations
@@ -56,7 +58,15 @@ from landslide_lit.data.store import read_raw_rows, remove_stale_composites
 from landslide_lit.data.windows import WindowDataset, WindowPlan
 from landslide_lit.ensemble import EnsembleSegmenter, ensemble_size
 from landslide_lit.errors import ConfigError
-from landslide_lit.map_files import CHUNK, Band, Format, MapFiles, map_grid
+from landslide_lit.map_files import (
+    BLOCK_COLUMNS,
+    CHUNK,
+    Block,
+    Format,
+    MapFiles,
+    block_columns,
+    map_grid,
+)
 from landslide_lit.owners import owner_tag, remove_stale
 from landslide_lit.products import ProductOptions, ProductPaths, ResponderProducts, run_attributes
 from landslide_lit.rasters import RESPONDER_EXTRA, Grid
@@ -75,7 +85,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MERGE_PIXELS = 1 << 22
-"""Pixels per band when the spill files are merged and written (16 MiB of float32)."""
+"""Pixels per block when the spill files are merged and written (16 MiB of float32)."""
 PARTIAL_GLOB = ".*.pid*-*.*"
 """Hidden spill and partial map files of a process (its owner tag in the name)."""
 DEFAULT_THRESHOLD = MAX_F1
@@ -320,15 +330,15 @@ class ProbabilityMapWriter(BasePredictionWriter):
                     del self._followers[idx]
                     continue
                 spill.close()
-                bands = _merged(spill, pl_module.device)
+                blocks = _merged(spill, pl_module.device)
                 if not trainer.is_global_zero:
-                    for _ in bands:  # every rank joins each band's all-reduce
+                    for _ in blocks:  # every rank joins each block's all-reduce
                         pass
                     continue
                 files = self._files(trainer, idx)
                 try:
-                    for band in bands:
-                        files.add(band)
+                    for block in blocks:
+                        files.add(block)
                     files.close(trainer)
                 except BaseException:
                     files.abandon()
@@ -352,8 +362,8 @@ class _Follower:
     """Writes the map of a single process while it predicts.
 
     Each band of CHUNK rows goes, as soon as no later window reaches it, to a background thread
-    that reads it back from the spill file and writes it to the map files, so compressing
-    and writing overlap the forward instead of following it.
+    that reads it back from the spill file a block at a time and writes it to the map
+    files, so compressing and writing overlap the forward instead of following it.
     """
 
     def __init__(self, spill: _Spill, files: MapFiles) -> None:
@@ -396,8 +406,10 @@ class _Follower:
             # as predict's thread: the region score's states were made in inference mode
             with torch.inference_mode():
                 for y0 in iter(self.bands.get, None):
-                    total, flags = self.spill.read(y0, min(y0 + CHUNK, height))
-                    self.files.add(Band.from_sums(y0, total, flags))
+                    rows = slice(y0, min(y0 + CHUNK, height))
+                    for columns in block_columns(self.spill.plan.width):
+                        total, flags = self.spill.read(rows, columns)
+                        self.files.add(Block.from_sums(y0, columns.start, total, flags))
         except BaseException as error:  # raised in the main thread by advance/finish
             self.error = error
             for _ in iter(self.bands.get, None):  # let finish() return
@@ -542,10 +554,10 @@ class _Spill:
             file.truncate(self.plan.height * buffer[0].nbytes)
             file.close()
 
-    def read(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows [y0, y1) of the sums (rows, members, width) and the flags (rows, width)."""
+    def read(self, rows: slice, columns: slice) -> tuple[np.ndarray, np.ndarray]:
+        """A block of the sums (rows, members, columns) and the flags (rows, columns)."""
         return tuple(
-            read_raw_rows(path, buffer.dtype.type, buffer.shape[1:], y0, y1)
+            read_raw_rows(path, buffer.dtype.type, buffer.shape[1:], rows.start, rows.stop, columns)
             for path, buffer in zip(self.paths, self.buffers, strict=True)
         )
 
@@ -556,21 +568,24 @@ class _Spill:
             path.unlink(missing_ok=True)
 
 
-def _merge_rows(width: int) -> int:
-    """Rows per merged band: a multiple of the output chunk, about MERGE_PIXELS pixels."""
-    return max(CHUNK, MERGE_PIXELS // width // CHUNK * CHUNK)
+def _merge_rows(members: int) -> int:
+    """Rows per merged block: a multiple of the output chunk, blocks of about MERGE_PIXELS
+    sums."""
+    return max(CHUNK, MERGE_PIXELS // (BLOCK_COLUMNS * members) // CHUNK * CHUNK)
 
 
-def _merged(spill: _Spill, device: torch.device) -> Iterator[Band]:
-    """The map band by band, every process's sums added (each band is a collective)."""
+def _merged(spill: _Spill, device: torch.device) -> Iterator[Block]:
+    """The map block by block, every process's sums added (each block is a collective)."""
     plan = spill.plan
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    step = _merge_rows(plan.width * spill.buffers[0].shape[1])
+    step = _merge_rows(spill.buffers[0].shape[1])
     for y0 in range(0, plan.height, step):
-        total, flags = spill.read(y0, min(y0 + step, plan.height))
-        if distributed:
-            parts = [torch.from_numpy(a).to(device) for a in (total, flags)]
-            dist.all_reduce(parts[0], op=dist.ReduceOp.SUM)
-            dist.all_reduce(parts[1], op=dist.ReduceOp.MAX)  # a pixel's flags agree where set
-            total, flags = (p.cpu().numpy() for p in parts)
-        yield Band.from_sums(y0, total, flags)
+        rows = slice(y0, min(y0 + step, plan.height))
+        for columns in block_columns(plan.width):
+            total, flags = spill.read(rows, columns)
+            if distributed:
+                parts = [torch.from_numpy(a).to(device) for a in (total, flags)]
+                dist.all_reduce(parts[0], op=dist.ReduceOp.SUM)
+                dist.all_reduce(parts[1], op=dist.ReduceOp.MAX)  # a pixel's flags agree
+                total, flags = (p.cpu().numpy() for p in parts)
+            yield Block.from_sums(y0, columns.start, total, flags)

@@ -1,7 +1,7 @@
 """`landslide-lit polygonize`: the mask and polygons of an existing map at another threshold.
 
-Reads a probability map written by ``predict`` (``.nc``, or the ``.tif`` GeoTIFF) band by
-band of rows, without the model, and feeds it to
+Reads a probability map written by ``predict`` (``.nc``, or the ``.tif`` GeoTIFF) block by
+block, as predict writes it, without the model, and feeds it to
 :class:`~landslide_lit.products.ResponderProducts`, the code path of ``predict``'s own
 products: the same threshold gives the same mask and polygons. ``--threshold`` is a
 probability in [0, 1], or the name of a validation threshold (``max_f1``,
@@ -28,7 +28,7 @@ import numpy as np
 from landslide_lit.argv import ArgumentParser
 from landslide_lit.atomic import write_json_atomically
 from landslide_lit.errors import ConfigError
-from landslide_lit.map_files import CHUNK, VARIABLE, Band
+from landslide_lit.map_files import CHUNK, VARIABLE, Block, block_columns
 from landslide_lit.owners import remove_stale
 from landslide_lit.products import ProductOptions, ProductPaths, ResponderProducts, run_attributes
 from landslide_lit.rasters import Grid, cf_crs, require
@@ -117,8 +117,8 @@ def _polygonize(source: _Map, options) -> None:
         ProductOptions(options.min_area_m2, options.simplify, options.geojson),
     )
     try:
-        for band in source.bands():
-            products.add(band)
+        for block in source.blocks():
+            products.add(block)
         summary = products.close()
     except BaseException:
         products.abandon()
@@ -147,12 +147,12 @@ def _report(summary: dict[str, Any], folder: Path) -> None:
 
 @dataclass
 class _Map:
-    """An open probability map: its grid, attributes and a reader of rows [y0, y1)."""
+    """An open probability map: its grid, attributes and a reader of its blocks."""
 
     path: Path
     grid: Grid
     attrs: dict[str, Any]
-    read: Any  # (y0, y1) -> float32 rows, NaN without data
+    read: Any  # (rows, columns): slices -> float32 pixels, NaN without data
     close: Any  # () -> None
 
     @property
@@ -160,17 +160,19 @@ class _Map:
         stem = self.path.stem
         return stem[: -len(_MAP_SUFFIX)] if stem.endswith(_MAP_SUFFIX) else stem
 
-    def bands(self) -> Iterator[Band]:
-        """The map in bands of CHUNK rows, as predict writes it."""
+    def blocks(self) -> Iterator[Block]:
+        """The map in blocks of CHUNK rows and BLOCK_COLUMNS columns, as predict writes it."""
         for y0 in range(0, self.grid.height, CHUNK):
-            rows = self.read(y0, min(y0 + CHUNK, self.grid.height)).astype(np.float32)
-            valid = np.isfinite(rows)
-            if ((rows[valid] < 0) | (rows[valid] > 1)).any():
-                raise ConfigError(
-                    f"{self.path}: values outside [0, 1] in rows {y0}-{y0 + len(rows) - 1}: "
-                    f"not a landslide probability map ({VARIABLE})"
-                )
-            yield Band(y0, rows, valid, np.zeros(rows.shape, bool))
+            rows = slice(y0, min(y0 + CHUNK, self.grid.height))
+            for columns in block_columns(self.grid.width):
+                pixels = self.read(rows, columns).astype(np.float32, copy=False)
+                valid = np.isfinite(pixels)
+                if ((pixels[valid] < 0) | (pixels[valid] > 1)).any():
+                    raise ConfigError(
+                        f"{self.path}: values outside [0, 1] in rows {rows.start}-"
+                        f"{rows.stop - 1}: not a landslide probability map ({VARIABLE})"
+                    )
+                yield Block(y0, columns.start, pixels, valid, np.zeros(pixels.shape, bool))
 
 
 def _open_map(path: Path) -> _Map:
@@ -229,7 +231,9 @@ def _netcdf_grid(path: Path, ds) -> _Map:
     attrs = ds.__dict__
     crs = cf_crs(mapping, attrs.get("crs"))
     grid = Grid.from_coordinates(ds[x][:], ds[y][:], crs, where=str(path))
-    return _Map(path, grid, dict(attrs), lambda y0, y1: np.asarray(var[y0:y1, :]), ds.close)
+    return _Map(
+        path, grid, dict(attrs), lambda rows, columns: np.asarray(var[rows, columns]), ds.close
+    )
 
 
 def _geotiff_map(path: Path) -> _Map:
@@ -251,11 +255,12 @@ def _geotiff_map(path: Path) -> _Map:
         )
     nodata = src.nodata
 
-    def read(y0: int, y1: int) -> np.ndarray:
-        rows = src.read(band, window=Window(0, y0, src.width, y1 - y0)).astype(np.float32)
+    def read(rows: slice, columns: slice) -> np.ndarray:
+        window = Window.from_slices(rows, columns)
+        pixels = src.read(band, window=window).astype(np.float32)
         if nodata is not None and not math.isnan(nodata):
-            rows[rows == nodata] = np.nan
-        return rows
+            pixels[pixels == nodata] = np.nan
+        return pixels
 
     crs = src.crs.to_wkt() if src.crs else None
     grid = Grid(src.height, src.width, src.transform, crs)

@@ -1,18 +1,20 @@
-"""Landslide polygons from a thresholded map, built band by band of rows.
+"""Landslide polygons from a thresholded map, built block by block.
 
 A landslide is a 4-connected area of landslide pixels (pixels that share an edge; two
 pixels touching at a corner only are two landslides). Four-connectivity is GDAL's and
 ``rasterio.features.shapes``' default, and it makes every landslide one valid polygon
 (possibly with holes); the same connectivity labels the pixels and traces the outlines.
 
-:class:`Polygonizer` takes the map's bands in order. It labels each band's components,
-traces their outlines in pixel coordinates (exact integers, so pieces of one landslide in
-two bands share their seam edges exactly), and joins the components that touch across the
-seam with the components still open from the band above (a union-find over the seam row,
-so a U-shape whose arms join further down is one landslide). A component that does not
-reach a band's last row cannot grow: it is finished at once, its pieces merged into one
-polygon and mapped to map coordinates. Memory holds one band and the open components;
-bands are labelled :data:`BAND_PIXELS` pixels at a time, however wide the map.
+:class:`Polygonizer` takes the map's blocks in order: bands of rows from the top, each
+band's blocks of columns from the left. It labels each block's components, traces their
+outlines in pixel coordinates (exact integers, so pieces of one landslide in two blocks
+share their seam edges exactly), and joins the components that touch across the seams
+with the components still open from the blocks above and to the left (a union-find over
+the frontier: each column's lowest row seen and the last block's last column, so a
+U-shape whose arms join further down is one landslide). A component that does not reach
+the frontier cannot grow: it is finished at once, its pieces merged into one polygon and
+mapped to map coordinates. Memory holds one block, the frontier and the open components;
+blocks are labelled :data:`BAND_PIXELS` pixels at a time, however large the map.
 
 Areas: ``area_m2`` is the number of pixels times the pixel area for a projected CRS (exact
 in the CRS's plane, whatever its linear unit), and the geodesic area of the pixel outline
@@ -102,7 +104,10 @@ class _Components:
 
 
 class Polygonizer:
-    """Landslide polygons of a map whose bands of rows arrive in order (see the module).
+    """Landslide polygons of a map whose blocks arrive in order (see the module).
+
+    Blocks come band by band of rows from the top, each band's blocks from the left;
+    a band may be one block as wide as the map.
 
     Args:
         grid: the map's pixel grid and CRS (a CRS is required: areas need one).
@@ -124,62 +129,102 @@ class Polygonizer:
         t = grid.transform
         self.to_map = [t.a, t.b, t.d, t.e, t.c, t.f]  # shapely's affine_transform order
         self.open = _Components()
-        self.bottom = np.full(grid.width, -1, np.int64)  # open component of each pixel above
-        self.next_row = 0
+        # the frontier later blocks can reach, as open components (-1: none): each column's
+        # lowest row seen, and the last block's last column (its band's rows)
+        self.bottom = np.full(grid.width, -1, np.int64)
+        self.right = np.full(0, -1, np.int64)
+        self.band = (0, 0)  # rows of the current band
+        self.next_column = 0  # where the band's next block starts (0: a new band)
 
-    def add(self, y0: int, landslide: np.ndarray, probability: np.ndarray) -> list[Landslide]:
-        """Rows ``[y0, y0 + len)``: landslide pixels and probabilities; the finished landslides.
+    def add(
+        self, y0: int, landslide: np.ndarray, probability: np.ndarray, x0: int = 0
+    ) -> list[Landslide]:
+        """The block at row ``y0``, column ``x0``: landslide pixels and probabilities; the
+        finished landslides.
 
-        Labelled and traced :data:`BAND_PIXELS` pixels at a time (whole rows): the
-        temporaries (labels, GDAL's copies, outlines) stay as large whatever the width,
-        and the landslides are the same whatever the bands (only their order changes).
+        Labelled and traced :data:`BAND_PIXELS` pixels at a time (blocks of whole columns):
+        the temporaries (labels, GDAL's copies, outlines) stay as large whatever the
+        map's size, and the landslides are the same whatever the blocks (only their order
+        changes).
         """
-        if y0 != self.next_row or landslide.shape[1] != self.grid.width:
-            raise ValueError(
-                f"bands must come in order and {self.grid.width} pixels wide: expected "
-                f"row {self.next_row}, got row {y0} ({landslide.shape[1]} wide)"
+        rows, columns = landslide.shape
+        top, bottom = self.band
+        if self.next_column:  # the band's next block: the same rows
+            expected, fits = (
+                f"row {top}, column {self.next_column}, {bottom - top} rows",
+                ((y0, x0, rows) == (top, self.next_column, bottom - top)),
             )
-        rows = max(1, BAND_PIXELS // self.grid.width)
+        else:
+            expected, fits = f"row {bottom}, column 0", (y0, x0) == (bottom, 0)
+        if not fits or not 0 < columns <= self.grid.width - x0:
+            raise ValueError(
+                "blocks must come in order, band by band from the top and each band's "
+                f"blocks from the left, within the map's {self.grid.width} columns: expected "
+                f"{expected}; got row {y0}, column {x0}, {rows} x {columns}"
+            )
+        self.band = (y0, y0 + rows)
+        step = max(1, BAND_PIXELS // max(rows, 1))
         found = []
-        for top in range(0, len(landslide), rows):
-            part = slice(top, top + rows)
-            found += self._add_rows(y0 + top, landslide[part], probability[part])
+        for left in range(0, columns, step):
+            part = np.s_[:, left : left + step]
+            found += self._add_block(y0, x0 + left, landslide[part], probability[part])
         return found
 
-    def _add_rows(self, y0: int, landslide: np.ndarray, probability: np.ndarray) -> list[Landslide]:
-        """:meth:`add` for a band of at most :data:`BAND_PIXELS` pixels (or one row)."""
-        self.next_row = y0 + len(landslide)
+    def _add_block(
+        self, y0: int, x0: int, landslide: np.ndarray, probability: np.ndarray
+    ) -> list[Landslide]:
+        """:meth:`add` for a block of at most :data:`BAND_PIXELS` pixels (or one column)."""
+        x1 = x0 + landslide.shape[1]
+        last = x1 == self.grid.width  # the band's last block: nothing to its right
+        self.next_column = 0 if last else x1
         labels, count = ndimage.label(landslide, _STRUCTURE)
         k = len(self.open)
-        if k + count == 0:
+        if k + count == 0:  # nothing open, nothing here: the frontier stays empty
+            self.right = np.full(0 if last else len(landslide), -1, np.int64)
             return []
-        band = self._components(y0, labels, count, probability)
-        # nodes: the open components (0..k-1), then this band's (k..k+count-1)
-        seam = (self.bottom >= 0) & (labels[0] > 0)
-        edges = (self.bottom[seam], k + labels[0][seam] - 1)
-        graph = sparse.coo_matrix((np.ones(len(edges[0])), edges), shape=(k + count, k + count))
+        block = self._components(y0, x0, labels, count, probability)
+        # nodes: the open components (0..k-1), then this block's (k..k+count-1)
+        nodes = np.concatenate([[-1], np.arange(k, k + count)])  # by label (0: none)
+        above, beside = self.bottom[x0:x1], self.right if x0 else np.full(0, -1)
+        edges = [
+            (old[(old >= 0) & (new > 0)], nodes[new[(old >= 0) & (new > 0)]])
+            for old, new in ((above, labels[0]), (beside, labels[: len(beside), 0]))
+        ]
+        sources, targets = (np.concatenate(e) for e in zip(*edges, strict=True))
+        graph = sparse.coo_matrix(
+            (np.ones(len(sources)), (sources, targets)), shape=(k + count, k + count)
+        )
         groups_count, groups = connected_components(graph, directed=False)
-        joined = _Components.join([self.open, band], groups, groups_count)
-        last = labels[-1]
+        joined = _Components.join([self.open, block], groups, groups_count)
+        # the new frontier: this block's last row and column, and the rest of the old one
+        frontier = np.where(self.bottom >= 0, groups[self.bottom], -1)
+        frontier[x0:x1] = np.where(labels[-1] > 0, groups[nodes[labels[-1]]], -1)
+        right = np.full(0, -1, np.int64)
+        if not last:
+            right = np.where(labels[:, -1] > 0, groups[nodes[labels[:, -1]]], -1)
         growing = np.zeros(groups_count, bool)
-        growing[groups[k + last[last > 0] - 1]] = True
+        for ids in (frontier, right):
+            growing[ids[ids >= 0]] = True
         renumber = np.cumsum(growing) - 1
-        self.bottom = np.full(self.grid.width, -1, np.int64)
-        self.bottom[last > 0] = renumber[groups[k + last[last > 0] - 1]]
+        self.bottom = np.where(frontier >= 0, renumber[frontier], -1)
+        self.right = np.where(right >= 0, renumber[right], -1)
         self.open = joined.take(np.flatnonzero(growing))
         return self._finish(joined.take(np.flatnonzero(~growing)))
 
     def finish(self) -> list[Landslide]:
-        """The landslides still open after the last band."""
-        if self.next_row != self.grid.height:
-            raise ValueError(f"the map has {self.grid.height} rows; {self.next_row} came")
+        """The landslides still open after the last block."""
+        if self.next_column or self.band[1] != self.grid.height:
+            raise ValueError(
+                f"the map has {self.grid.height} rows of {self.grid.width} columns; the "
+                f"blocks stopped at row {self.band[1]}, column {self.next_column or 'end'}"
+            )
         finished, self.open = self.open, _Components()
         return self._finish(finished)
 
     def _components(
-        self, y0: int, labels: np.ndarray, count: int, probability: np.ndarray
+        self, y0: int, x0: int, labels: np.ndarray, count: int, probability: np.ndarray
     ) -> _Components:
-        """This band's components, their outlines in pixel coordinates (x: column, y: row)."""
+        """This block's components, their outlines in pixel coordinates (x: column, y: row)."""
         from affine import Affine
         from rasterio.features import shapes
 
@@ -190,7 +235,7 @@ class Polygonizer:
                 labels.astype(np.int32, copy=False),  # ndimage's own: no copy
                 mask=labels > 0,
                 connectivity=CONNECTIVITY,
-                transform=Affine.translation(0, y0),
+                transform=Affine.translation(x0, y0),
             )
             for outline, label in outlines:
                 shell, *holes = (np.asarray(ring) for ring in outline["coordinates"])

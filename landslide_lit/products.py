@@ -1,14 +1,14 @@
-"""What a responder loads: a landslide mask and landslide polygons, built band by band.
+"""What a responder loads: a landslide mask and landslide polygons, built block by block.
 
 :class:`ResponderProducts` is the one code path of ``predict`` (fed by the map writer as
-the map streams) and ``polygonize`` (fed from a finished map). Given the map's bands of
-rows and a threshold, it writes:
+the map streams) and ``polygonize`` (fed from a finished map). Given the map's blocks (in
+order) and a threshold, it writes:
 
 - ``<region>_landslide_mask.tif``: uint8 Cloud-Optimized GeoTIFF, 1 landslide
   (probability >= threshold), 0 not, 255 no SAR data (the raster's nodata), and its QGIS
   style ``<region>_landslide_mask.qml``. The mask is the thresholded map, every pixel;
-  the minimum area applies to the polygons only (a band's rows are written before it is
-  known how large their landslides will grow);
+  the minimum area applies to the polygons only (a block is written before it is known how
+  large its landslides will grow);
 - ``<region>_landslides.gpkg``: layer ``landslides`` in the map's CRS, one polygon per
   4-connected landslide (:mod:`landslide_lit.polygons`) with ``area_m2``, ``pixels``,
   ``p_mean``, ``p_max``, the threshold, its rule and the run's attributes;
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from landslide_lit.errors import ConfigError
-from landslide_lit.map_files import QUICKLOOK_PIXELS, Band
+from landslide_lit.map_files import QUICKLOOK_PIXELS, Block
 from landslide_lit.polygons import CONNECTIVITY, LAYER, Landslide, LandslideLayer, Polygonizer
 from landslide_lit.rasters import CogWriter, Grid, partial_path, publish, write_style
 from landslide_lit.thresholds import ChosenThreshold
@@ -104,7 +104,7 @@ class ProductPaths:
 
 
 class ResponderProducts:
-    """The mask and polygons of one map at one threshold, built band by band (see module).
+    """The mask and polygons of one map at one threshold, built block by block (see module).
 
     Args:
         paths: the output files.
@@ -164,13 +164,13 @@ class ResponderProducts:
         self.area = np.zeros(len(self.inner) + 1, np.float64)
         self._summary: dict[str, Any] = {}  # by finish()
 
-    def add(self, band: Band) -> None:
-        """The map's next rows (bands in order, from row 0)."""
-        landslide = band.valid & (band.probability >= self.threshold.value)
+    def add(self, block: Block) -> None:
+        """The map's next block (in order: see :class:`~landslide_lit.map_files.Block`)."""
+        landslide = block.valid & (block.probability >= self.threshold.value)
         # uint8 throughout: a where() of bools and 255 would make int64, 8 bytes a pixel
-        mask = np.where(band.valid, landslide.view(np.uint8), np.uint8(MASK_NODATA))
-        self.mask.write(band.y0, mask)
-        self._keep(self.polygonizer.add(band.y0, landslide, band.probability))
+        mask = np.where(block.valid, landslide.view(np.uint8), np.uint8(MASK_NODATA))
+        self.mask.write(block.y0, mask, block.x0)
+        self._keep(self.polygonizer.add(block.y0, landslide, block.probability, block.x0))
 
     def _keep(self, landslides: list[Landslide]) -> None:
         if not landslides:

@@ -45,11 +45,12 @@ __all__ = [
 TILE = 256
 """Side of the COG's tiles (and of the temporary GeoTIFF's), in pixels."""
 
-CLOSE_CACHE_MB = 16
-"""GDAL's block cache while a COG's overviews are built and it is copied: by default it
-may take 5 % of the machine's memory and kept the whole raster (29 MiB for a float band of
-1344 x 5376 px), so predict's peak grew with the region's area; the bound costs the close
-about 10 % (1.13 -> 1.25 s at that size)."""
+CACHE_MB = 16
+"""GDAL's block cache while a COG is written, its overviews built and it is copied: by
+default it may take 5 % of the machine's memory, and it kept the whole raster (29 MiB for
+a float band of 1344 x 5376 px) as the blocks came and again while the COG was closed, so
+predict's peak grew with the region's area; the bound costs the close about 10 % (1.13 ->
+1.25 s at that size)."""
 RESPONDER_EXTRA = "pip install 'landslide-lit[responder]'"
 
 
@@ -137,7 +138,7 @@ def overview_factors(height: int, width: int) -> list[int]:
 
 
 class CogWriter:
-    """A Cloud-Optimized GeoTIFF at ``path``, written band by band of rows.
+    """A Cloud-Optimized GeoTIFF at ``path``, written block by block (any order).
 
     Rows go into a tiled, deflate-compressed GeoTIFF beside ``path`` (named after it, so a
     sweep of ``path``'s owner tag removes it too); :meth:`close` adds its overviews
@@ -194,13 +195,15 @@ class CogWriter:
             self.dst.set_band_description(index, description)
         self.tags = dict(tags or {})
 
-    def write(self, y0: int, rows: np.ndarray) -> None:
-        """Rows ``[y0, y0 + len)`` of every band: ``(rows, width)`` or ``(count, rows, width)``."""
+    def write(self, y0: int, pixels: np.ndarray, x0: int = 0) -> None:
+        """The block at row ``y0``, column ``x0`` of every band: ``(rows, columns)`` or
+        ``(count, rows, columns)``."""
         from rasterio.windows import Window
 
-        rows = rows if rows.ndim == 3 else rows[None]
-        window = Window(0, y0, rows.shape[2], rows.shape[1])
-        self.dst.write(rows, list(range(1, len(rows) + 1)), window=window)
+        pixels = pixels if pixels.ndim == 3 else pixels[None]
+        window = Window(x0, y0, pixels.shape[2], pixels.shape[1])
+        with _bounded_cache():  # the blocks written before go to the file, not stay
+            self.dst.write(pixels, list(range(1, len(pixels) + 1)), window=window)
 
     def update_tags(self, tags: dict[str, str]) -> None:
         """Add metadata known only at the end (the region's score, the run's summary)."""
@@ -208,10 +211,8 @@ class CogWriter:
 
     def close(self) -> Path:
         """Build the overviews, write the COG at ``path``, remove the temporary file."""
-        import rasterio
-
         try:
-            with rasterio.Env(GDAL_CACHEMAX=CLOSE_CACHE_MB):
+            with _bounded_cache():
                 self._close_into_cog()
         except BaseException:
             self.abandon()
@@ -246,6 +247,13 @@ class CogWriter:
             self.dst.close()
         self.tiles.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
+
+
+def _bounded_cache() -> Any:
+    """GDAL's environment with its block cache bounded to :data:`CACHE_MB`."""
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=CACHE_MB)
 
 
 # -- QGIS styles ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from landslide_lit.map_files import CHUNK, Band, MapFiles
+from landslide_lit.map_files import CHUNK, Block, MapFiles
 from landslide_lit.rasters import Grid
 
 CRS = "EPSG:32654"
@@ -27,12 +27,18 @@ def probability_field(height: int, width: int, seed: int = 0) -> np.ndarray:
     return field.astype(np.float32)
 
 
-def bands_of(probability: np.ndarray, rows: int = CHUNK) -> Iterator[Band]:
-    """The map's bands of ``rows`` rows, as predict hands them to its writers."""
-    for y0 in range(0, len(probability), rows):
-        part = probability[y0 : y0 + rows]
-        valid = np.isfinite(part)
-        yield Band(y0, part, valid, np.zeros(part.shape, bool))
+def blocks_of(
+    probability: np.ndarray, rows: int = CHUNK, columns: int | None = None, std: bool = False
+) -> Iterator[Block]:
+    """The map in blocks of ``rows`` rows and ``columns`` columns (default: the whole width),
+    as predict hands them to its writers; ``std``: an ensemble's, with a standard deviation."""
+    columns = columns or probability.shape[1]
+    for y0 in range(0, probability.shape[0], rows):
+        for x0 in range(0, probability.shape[1], columns):
+            part = probability[y0 : y0 + rows, x0 : x0 + columns]
+            valid = np.isfinite(part)
+            spread = part / 4 if std else None
+            yield Block(y0, x0, part, valid, np.zeros(part.shape, bool), spread)
 
 
 def grid(height: int, width: int, crs: str | None = CRS) -> Grid:
@@ -73,7 +79,7 @@ def write_map(
     windows = fake_windows(*probability.shape, region=region, crs=crs)
     attrs = {"crs": CRS, **(attrs or {})} if crs else dict(attrs or {})
     files = MapFiles(folder, windows, attrs, list(formats), quicklook=False)
-    for band in bands_of(probability):
-        files.add(band)
+    for block in blocks_of(probability):
+        files.add(block)
     files.close(None)
     return folder / f"{region}_landslide_probability"

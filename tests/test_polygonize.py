@@ -18,7 +18,7 @@ import xarray as xr
 from landslide_lit.main import main
 from landslide_lit.products import ChosenThreshold, ProductPaths, ResponderProducts
 from tests.cogs import cog_problems
-from tests.probability_maps import CRS, bands_of, grid, probability_field, write_map
+from tests.probability_maps import CRS, blocks_of, grid, probability_field, write_map
 
 HEIGHT, WIDTH = 300, 260  # two bands of rows: landslides cross the seam
 
@@ -41,8 +41,8 @@ def direct(tmp_path, field, threshold: float):
     paths = ProductPaths.for_region(tmp_path / "direct", "direct")
     paths.polygons.parent.mkdir()
     products = ResponderProducts(paths, grid(*field.shape), ChosenThreshold(threshold, "", ""))
-    for band in bands_of(field):
-        products.add(band)
+    for block in blocks_of(field):
+        products.add(block)
     products.close()
     return paths
 

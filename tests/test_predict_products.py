@@ -30,7 +30,7 @@ from landslide_lit.data.synthetic import write_synthetic_cube
 from landslide_lit.ensemble import EnsembleSegmenter
 from landslide_lit.errors import ConfigError
 from landslide_lit.main import main
-from landslide_lit.map_files import Band
+from landslide_lit.map_files import Block
 from landslide_lit.maps import ProbabilityMapWriter
 from landslide_lit.module import LandslideSegmenter
 from landslide_lit.products import ProductPaths, ResponderProducts
@@ -130,7 +130,7 @@ def at_once(stem: Path, folder: Path, threshold: float) -> ProductPaths:
     paths = ProductPaths.for_region(folder, REGION)
     products = ResponderProducts(paths, grid, ChosenThreshold(threshold, "fixed", "test"))
     valid = np.isfinite(probability)
-    products.add(Band(0, probability, valid, np.zeros_like(valid)))
+    products.add(Block(0, 0, probability, valid, np.zeros_like(valid)))
     products.close()
     return paths
 
@@ -148,9 +148,10 @@ def in_one_process_merged(monkeypatch) -> None:
 def test_predicts_products_are_those_of_its_map_labelled_at_once(
     cube_root, tmp_path, monkeypatch, path, members
 ):
-    """Mask and polygons built band by band as the map streams (a seam at row 256; the
-    merged path of DDP too) equal those of the whole map at once, a landslide across the
-    seam one polygon; an ensemble's come from its mean."""
+    """Mask and polygons built block by block as the map streams (seams at row 256 and
+    columns 128 and 256; the merged path of DDP too) equal those of the whole map at once,
+    a landslide across a seam one polygon; an ensemble's come from its mean."""
+    monkeypatch.setattr(map_files, "BLOCK_COLUMNS", 128)
     if path == "merged":
         in_one_process_merged(monkeypatch)
     module = model(0) if members == 1 else EnsembleSegmenter([model(0), model(1)])
@@ -163,9 +164,12 @@ def test_predicts_products_are_those_of_its_map_labelled_at_once(
     assert got.drop(columns=["before_acquisitions", "after_acquisitions"]).equals(want)
     with rasterio.open(stem.with_suffix(".tif")) as src:
         seam = src.transform.f + 256 * src.transform.e  # y of row 256's top edge
+        seams = [src.transform.c + x * src.transform.a for x in (128, 256)]  # of columns
     frame = pyogrio.read_dataframe(tmp_path / "maps" / f"{REGION}_landslides.gpkg")
     bounds = frame.geometry.bounds
     assert ((bounds.miny < seam) & (bounds.maxy > seam)).sum() >= 1
+    for x in seams:
+        assert ((bounds.minx < x) & (bounds.maxx > x)).sum() >= 1
     probability = read_map(stem)
     mask = stem.parent / f"{REGION}_landslide_mask.tif"
     assert cog_problems(mask, predictor=2) == []

@@ -33,7 +33,7 @@ from tests.cogs import cog_problems
 from tests.probability_maps import (
     CRS,
     PIXEL,
-    bands_of,
+    blocks_of,
     fake_windows,
     grid,
     probability_field,
@@ -43,14 +43,26 @@ from tests.probability_maps import (
 FIXED = ChosenThreshold(0.5, "fixed", "a test")
 
 
-def polygons(mask: np.ndarray, rows: int, g: Grid | None = None, **options) -> list:
-    """The landslides of ``mask`` fed in bands of ``rows`` rows."""
+def polygons(
+    mask: np.ndarray,
+    rows: int,
+    g: Grid | None = None,
+    columns: int | None = None,
+    probability: np.ndarray | None = None,
+    **options,
+) -> list:
+    """The landslides of ``mask`` fed in bands of ``rows`` rows, in blocks of ``columns``
+    columns (default: the whole width)."""
     g = g or grid(*mask.shape)
     polygonizer = Polygonizer(g, **options)
-    probability = np.where(mask, 0.8, 0.1).astype(np.float32)
+    if probability is None:
+        probability = np.where(mask, 0.8, 0.1).astype(np.float32)
+    columns = columns or mask.shape[1]
     found = []
     for y0 in range(0, len(mask), rows):
-        found += polygonizer.add(y0, mask[y0 : y0 + rows], probability[y0 : y0 + rows])
+        for x0 in range(0, mask.shape[1], columns):
+            block = np.s_[y0 : y0 + rows, x0 : x0 + columns]
+            found += polygonizer.add(y0, mask[block], probability[block], x0)
     return found + polygonizer.finish()
 
 
@@ -81,6 +93,38 @@ def test_landslides_do_not_depend_on_the_bands(rows):
     assert len(ring.geometry.interiors) == 1
     whole = sorted(s.geometry.wkt for s in polygons(shapes_mask(), 16))
     assert sorted(s.geometry.wkt for s in found) == whole
+
+
+def sideways_mask() -> np.ndarray:
+    """A C whose arms join only at its left, a spiral, a comb whose teeth hang from its top."""
+    mask = np.zeros((20, 24), bool)
+    mask[1, 1:9] = mask[5, 1:9] = mask[1:6, 1] = True  # the C: 8 + 8 + 3 pixels
+    mask[8, 2:12] = mask[8:17, 11] = mask[16, 3:12] = mask[10:17, 3] = True  # the spiral's
+    mask[10, 3:9] = mask[10:14, 8] = True  # ...turns inwards: 10 + 8 + 8 + 6 + 5 + 3 = 40
+    mask[1, 13:23] = True  # the comb's back, its teeth every other column
+    mask[1:18, 13:23:2] = True  # 10 + 5 x 16 = 90 pixels
+    return mask
+
+
+@pytest.mark.parametrize("rows, columns", [(20, 24), (1, 1), (3, 2), (4, 5), (7, 3), (2, 11)])
+def test_landslides_do_not_depend_on_the_blocks(rows, columns):
+    """Landslides across the seams of blocks of rows and columns (joined to the left,
+    below and around) are the same as those of the whole map at once; so are those of a
+    field of probability blobs."""
+    mask = sideways_mask()
+    found = polygons(mask, rows, columns=columns)
+    assert sorted(s.pixels for s in found) == [19, 40, 90]
+    whole = sorted(s.geometry.wkt for s in polygons(mask, 20))
+    assert sorted(s.geometry.wkt for s in found) == whole
+    assert all(s.geometry.is_valid and s.area_m2 == s.pixels * PIXEL**2 for s in found)
+    field = probability_field(40, 36, seed=3)
+    blobs = np.isfinite(field) & (field >= 0.5)
+
+    def described(rows: int, columns: int) -> list[tuple]:
+        slides = polygons(blobs, rows, columns=columns, probability=field)
+        return sorted((s.geometry.wkt, s.pixels, s.p_max, round(s.p_mean, 6)) for s in slides)
+
+    assert described(rows, columns) == described(40, 36)
 
 
 def test_polygons_lie_on_the_map_grid():
@@ -118,10 +162,22 @@ def test_polygons_need_a_crs():
         Polygonizer(grid(4, 4, crs=None))
 
 
-def test_bands_out_of_order_are_a_bug():
+def test_blocks_out_of_order_are_a_bug():
+    def block(rows: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((rows, columns), bool), np.zeros((rows, columns), np.float32)
+
     polygonizer = Polygonizer(grid(8, 4))
-    with pytest.raises(ValueError, match="in order"):
-        polygonizer.add(4, np.zeros((4, 4), bool), np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match="in order.*expected row 0, column 0; got row 4"):
+        polygonizer.add(4, *block(4, 4))
+    polygonizer.add(0, *block(4, 2))
+    with pytest.raises(
+        ValueError, match="expected row 0, column 2, 4 rows; got row 0, column 2, 3"
+    ):
+        polygonizer.add(0, *block(3, 2), x0=2)
+    with pytest.raises(ValueError, match="within the map's 4 columns"):
+        polygonizer.add(0, *block(4, 3), x0=2)
+    with pytest.raises(ValueError, match="blocks stopped at row 4, column 2"):
+        polygonizer.finish()
 
 
 # -- the products ----------------------------------------------------------------------
@@ -136,8 +192,8 @@ def make_products(tmp_path, probability, threshold=FIXED, **options):
         {"checkpoint": "best.ckpt", "after_acquisitions": "2018-09-09"},
         ProductOptions(**options),
     )
-    for band in bands_of(probability):
-        products.add(band)
+    for block in blocks_of(probability):
+        products.add(block)
     return paths, products.close(), products
 
 
@@ -218,7 +274,7 @@ def test_a_threshold_outside_0_1_is_refused(tmp_path):
 def test_a_failure_leaves_no_products(tmp_path, field):
     paths = ProductPaths.for_region(tmp_path, "testland")
     products = ResponderProducts(paths, grid(*field.shape), FIXED)
-    products.add(next(bands_of(field)))
+    products.add(next(blocks_of(field)))
     products.abandon()
     assert list(tmp_path.iterdir()) == []
 
@@ -235,8 +291,8 @@ def test_without_the_responder_extra_products_are_one_clear_error(tmp_path, monk
 def test_the_probability_geotiff_is_a_cog(tmp_path, field):
     stem = tmp_path / ".testland_landslide_probability.pid1-host.partial"
     writer = GeoTiffFile(stem, fake_windows(*field.shape), {"title": "a map"})
-    for band in bands_of(field):
-        writer.write(band)
+    for block in blocks_of(field):
+        writer.write(block)
     path = writer.close({"region_auprc": 0.5})
     assert cog_problems(path, predictor=3) == []
     with rasterio.open(path) as src:

@@ -105,13 +105,22 @@ def remove_stale_composites() -> list[Path]:
 
 
 def read_raw_rows(
-    path: Path, dtype: type[np.generic], row_shape: tuple[int, ...], y0: int, y1: int
+    path: Path,
+    dtype: type[np.generic],
+    row_shape: tuple[int, ...],
+    y0: int,
+    y1: int,
+    columns: slice | None = None,
 ) -> np.ndarray:
-    """Rows [y0, y1) of a raw C-order file of rows shaped ``row_shape`` (a plain read)."""
+    """Rows [y0, y1) of a raw C-order file of rows shaped ``row_shape`` (a plain read);
+    ``columns``: only these of the last axis (read through a memory map)."""
     row_values = int(np.prod(row_shape))
     row_bytes = row_values * np.dtype(dtype).itemsize
-    values = np.fromfile(path, dtype, (y1 - y0) * row_values, offset=y0 * row_bytes)
-    return values.reshape(y1 - y0, *row_shape)
+    if columns is None:
+        values = np.fromfile(path, dtype, (y1 - y0) * row_values, offset=y0 * row_bytes)
+        return values.reshape(y1 - y0, *row_shape)
+    rows = np.memmap(path, dtype, "r", offset=y0 * row_bytes, shape=(y1 - y0, *row_shape))
+    return np.array(rows[..., columns])  # a copy: the map is unmapped on return
 
 
 def _remove_folder(folder: Path, owner: int) -> None:
