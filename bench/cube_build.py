@@ -130,7 +130,8 @@ def cube_grid(cube: Path) -> tuple[str, object, tuple[int, int]]:
 
 def warp_floor_seconds(folder: Path, cube: Path) -> float:
     """Open every file and resample its band onto the cube's grid with rasterio alone
-    (bilinear, NaN no data, as the build): the read floor plus the resampling work that
+    (bilinear, NaN no data, as the build, on GDAL's default one thread): the read floor plus
+    the resampling work that
     the build must do when the files lie on another grid."""
     import rasterio
     from rasterio.enums import Resampling

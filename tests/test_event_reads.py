@@ -145,3 +145,24 @@ def test_each_file_is_opened_three_times_per_build(tmp_path, monkeypatch):
     monkeypatch.setattr(rasterio, "open", counting)
     _build(folder, tmp_path / "cube.zarr")
     assert len(opened) == 6 and set(opened.values()) == {3}, opened
+
+
+@pytest.mark.parametrize("ratio", [1.0, 2.0])  # bilinear, and averaging (above AVERAGE_ABOVE)
+def test_the_warp_gives_the_same_values_on_any_number_of_threads(monkeypatch, ratio):
+    """GDAL warps lon/lat values onto the cube's grid on every core: each thread takes
+    rows of the output, so the values are those of one thread, bit for bit."""
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(*ORIGIN)
+    shape = (round(600 * ratio), round(560 * ratio))  # about the same area
+    source = np.random.default_rng(1).random(shape, dtype=np.float32)
+    source[40:90, 10:200] = np.nan
+    transform = from_origin(lon - 0.002, lat + 0.002, 1.2e-4 / ratio, 0.9e-4 / ratio)
+    grid = Grid(CRS, from_origin(*ORIGIN, 10.0, 10.0), 400, 380)
+    warped = []
+    for threads in (1, 3):
+        monkeypatch.setattr(geotiff, "WARP_THREADS", threads)
+        out = np.full((grid.height, grid.width), np.nan, np.float32)
+        warped.append(geotiff.resample_onto(grid, source, transform, "EPSG:4326", ratio, out))
+    assert np.isfinite(warped[0]).mean() > 0.5
+    np.testing.assert_array_equal(warped[1], warped[0])

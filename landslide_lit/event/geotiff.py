@@ -25,6 +25,7 @@ import datetime as dt
 import functools
 import glob
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -60,6 +61,11 @@ SCENE_GAP = dt.timedelta(minutes=5)
 Two passes of one satellite are at least ~100 minutes (one orbit) apart."""
 # downsampling by more than this averages the source pixels instead of interpolating
 AVERAGE_ABOVE = 1.5
+WARP_THREADS = (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
+"""Threads of GDAL's warp onto the cube's grid (the same values with any number): one per
+core this process may use."""
 
 _HYP3 = re.compile(
     r"(?P<platform>S1[A-D])_(?P<beam>[A-Z]{2})_(?P<time>\d{8}T\d{6})_(?P<pols>[DS][VH])"
@@ -448,6 +454,7 @@ def resample_onto(
         dst_crs=grid.crs.to_wkt(),
         dst_nodata=np.nan,
         resampling=Resampling.average if ratio > AVERAGE_ABOVE else Resampling.bilinear,
+        num_threads=WARP_THREADS,
     )
     return out
 
