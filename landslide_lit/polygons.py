@@ -14,7 +14,7 @@ the frontier: each column's lowest row seen and the last block's last column, so
 U-shape whose arms join further down is one landslide). A component that does not reach
 the frontier cannot grow: it is finished at once, its pieces merged into one polygon and
 mapped to map coordinates. Memory holds one block, the frontier and the open components;
-blocks are labelled :data:`BAND_PIXELS` pixels at a time, however large the map.
+blocks are labelled :data:`PART_PIXELS` pixels at a time, however large the map.
 
 Areas: ``area_m2`` is the number of pixels times the pixel area for a projected CRS (exact
 in the CRS's plane, whatever its linear unit), and the geodesic area of the pixel outline
@@ -41,13 +41,13 @@ from scipy.sparse.csgraph import connected_components
 from landslide_lit.errors import ConfigError
 from landslide_lit.rasters import Grid, partial_path, publish, require
 
-__all__ = ["BAND_PIXELS", "CONNECTIVITY", "LAYER", "Landslide", "LandslideLayer", "Polygonizer"]
+__all__ = ["CONNECTIVITY", "LAYER", "PART_PIXELS", "Landslide", "LandslideLayer", "Polygonizer"]
 
 CONNECTIVITY = 4
 """Pixels of one landslide share an edge (see the module)."""
 LAYER = "landslides"
 """The GeoPackage layer of the polygons."""
-BAND_PIXELS = 1 << 18
+PART_PIXELS = 1 << 18
 """Most pixels the polygonizer labels at once (about 20 bytes of temporaries each)."""
 _STRUCTURE = ndimage.generate_binary_structure(2, 1)  # 4-connectivity
 _PURPOSE = "landslide polygons"
@@ -142,7 +142,7 @@ class Polygonizer:
         """The block at row ``y0``, column ``x0``: landslide pixels and probabilities; the
         finished landslides.
 
-        Labelled and traced :data:`BAND_PIXELS` pixels at a time (blocks of whole columns):
+        Labelled and traced :data:`PART_PIXELS` pixels at a time (blocks of whole columns):
         the temporaries (labels, GDAL's copies, outlines) stay as large whatever the
         map's size, and the landslides are the same whatever the blocks (only their order
         changes).
@@ -156,14 +156,14 @@ class Polygonizer:
             )
         else:
             expected, fits = f"row {bottom}, column 0", (y0, x0) == (bottom, 0)
-        if not fits or not 0 < columns <= self.grid.width - x0:
+        if not fits or rows < 1 or not 0 < columns <= self.grid.width - x0:
             raise ValueError(
                 "blocks must come in order, band by band from the top and each band's "
                 f"blocks from the left, within the map's {self.grid.width} columns: expected "
                 f"{expected}; got row {y0}, column {x0}, {rows} x {columns}"
             )
         self.band = (y0, y0 + rows)
-        step = max(1, BAND_PIXELS // max(rows, 1))
+        step = max(1, PART_PIXELS // rows)
         found = []
         for left in range(0, columns, step):
             part = np.s_[:, left : left + step]
@@ -173,7 +173,7 @@ class Polygonizer:
     def _add_block(
         self, y0: int, x0: int, landslide: np.ndarray, probability: np.ndarray
     ) -> list[Landslide]:
-        """:meth:`add` for a block of at most :data:`BAND_PIXELS` pixels (or one column)."""
+        """:meth:`add` for a block of at most :data:`PART_PIXELS` pixels (or one column)."""
         x1 = x0 + landslide.shape[1]
         last = x1 == self.grid.width  # the band's last block: nothing to its right
         self.next_column = 0 if last else x1

@@ -34,7 +34,7 @@ def test_the_region_score_counts_a_band_in_bounded_parts(monkeypatch):
 
 
 def test_polygons_are_labelled_in_bounded_parts_of_a_wide_band(monkeypatch):
-    """A band larger than BAND_PIXELS allows is labelled a few columns at a time; the
+    """A band larger than PART_PIXELS allows is labelled a few columns at a time; the
     landslides are those of the whole band at once (in another order)."""
     pytest.importorskip("rasterio")
     from landslide_lit import polygons
@@ -44,7 +44,7 @@ def test_polygons_are_labelled_in_bounded_parts_of_a_wide_band(monkeypatch):
     landslide = np.isfinite(probability) & (probability >= 0.55)
 
     def found(pixels: int) -> list[tuple]:
-        monkeypatch.setattr(polygons, "BAND_PIXELS", pixels)
+        monkeypatch.setattr(polygons, "PART_PIXELS", pixels)
         polygonizer = polygons.Polygonizer(grid(*landslide.shape))
         slides = polygonizer.add(0, landslide, probability) + polygonizer.finish()
         return sorted((s.geometry.wkt, s.pixels, s.area_m2, s.p_max) for s in slides)
