@@ -197,6 +197,7 @@ class Polygonizer:
         groups_count, groups = connected_components(graph, directed=False)
         joined = _Components.join([self.open, block], groups, groups_count)
         # the new frontier: this block's last row and column, and the rest of the old one
+        # (-1, no component, indexes the last group; np.where puts -1 back in its place)
         frontier = np.where(self.bottom >= 0, groups[self.bottom], -1)
         frontier[x0:x1] = np.where(labels[-1] > 0, groups[nodes[labels[-1]]], -1)
         right = np.full(0, -1, np.int64)

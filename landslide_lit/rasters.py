@@ -140,7 +140,7 @@ def overview_factors(height: int, width: int) -> list[int]:
 class CogWriter:
     """A Cloud-Optimized GeoTIFF at ``path``, written block by block (any order).
 
-    Rows go into a tiled, deflate-compressed GeoTIFF beside ``path`` (named after it, so a
+    Blocks go into a tiled, deflate-compressed GeoTIFF beside ``path`` (named after it, so a
     sweep of ``path``'s owner tag removes it too); :meth:`close` adds its overviews
     (``resampling``: ``average`` for continuous values, ``nearest`` for classes) and copies
     it into ``path`` with GDAL's COG driver, which keeps the overviews, the tags and band
